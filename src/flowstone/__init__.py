@@ -1,0 +1,87 @@
+"""FlowStone: asset-first data orchestration, embedded on SQLite, scaling out on PostgreSQL.
+
+Declare assets as functions, put them in a :class:`Pipeline`, materialize::
+
+    import datetime as dt
+    import flowstone as fs
+
+    @fs.asset
+    def raw_events():
+        return [{"user": "a", "n": 3}, {"user": "b", "n": 5}]
+
+    @fs.asset(partitioned_by=fs.DailyPartitions(start="2025-01-01"))
+    def daily_report(ctx, raw_events):
+        return {"day": ctx.partition.isoformat(), "total": sum(e["n"] for e in raw_events)}
+
+    pipeline = fs.Pipeline([raw_events, daily_report])
+    run = pipeline.materialize_all("daily_report", partition=dt.date(2025, 1, 15))
+    assert run.status == "success"
+"""
+
+from __future__ import annotations
+
+from flowstone.asset import AssetDef, asset
+from flowstone.context import AssetContext
+from flowstone.errors import (
+    CycleError,
+    DefinitionError,
+    FlowStoneError,
+    MaterializationError,
+    PartitionError,
+    RunFailedError,
+    StoreError,
+    UnknownAssetError,
+)
+from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, StorageKey
+from flowstone.partitions import (
+    DailyPartitions,
+    HourlyPartitions,
+    MonthlyPartitions,
+    MultiPartitions,
+    PartitionsDefinition,
+    StaticPartitions,
+    WeeklyPartitions,
+)
+from flowstone.pipeline import Pipeline
+from flowstone.records import MaterializationRecord, RunResult, RunStatus, Status
+from flowstone.resources import Resource, resource
+from flowstone.store import MemoryStore, MetadataStore
+from flowstone.telemetry import TelemetryEvent
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AssetContext",
+    "AssetDef",
+    "CycleError",
+    "DailyPartitions",
+    "DefinitionError",
+    "FilesystemIOManager",
+    "FlowStoneError",
+    "HourlyPartitions",
+    "IOManager",
+    "MaterializationError",
+    "MaterializationRecord",
+    "MemoryIOManager",
+    "MemoryStore",
+    "MetadataStore",
+    "MonthlyPartitions",
+    "MultiPartitions",
+    "PartitionError",
+    "PartitionsDefinition",
+    "Pipeline",
+    "Resource",
+    "RunFailedError",
+    "RunResult",
+    "RunStatus",
+    "StaticPartitions",
+    "Status",
+    "StorageKey",
+    "StoreError",
+    "TelemetryEvent",
+    "UnknownAssetError",
+    "WeeklyPartitions",
+    "__version__",
+    "asset",
+    "resource",
+]

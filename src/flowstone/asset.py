@@ -1,0 +1,240 @@
+"""Declaring assets: the ``@asset`` decorator and the frozen :class:`AssetDef` it returns.
+
+The decorator only describes. It reads the function's signature to learn which parameters are
+upstream values and whether it wants a context, and records that on a frozen definition. Whether
+the names exist, whether they form a cycle, whether the resources are provided: the pipeline
+checks all of that at once when it is built (:class:`flowstone.graph.AssetGraph`).
+
+The decorated object stays a plain callable, so a unit test can call it directly::
+
+    @fs.asset(depends_on=["raw_events"])
+    def daily_total(raw_events):
+        return sum(e["n"] for e in raw_events)
+
+    assert daily_total([{"n": 1}, {"n": 2}]) == 3
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from flowstone.errors import DefinitionError
+from flowstone.partitions import PartitionsDefinition
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+#: A first parameter with one of these names receives the AssetContext instead of a value.
+CONTEXT_PARAMETER_NAMES = frozenset({"ctx", "context"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetDef:
+    """A declared asset. Built by :func:`asset`; call it like the original function.
+
+    Attributes:
+        name: Unique name within a pipeline.
+        fn: The function that computes the value.
+        deps: Upstream asset names, in declaration order (``depends_on`` first, then
+            parameters named after upstream assets).
+        inputs: The parameter names that receive upstream values (a subset of ``deps``).
+        wants_context: Whether ``fn``'s first parameter receives the :class:`AssetContext`.
+        requires: Resource names the asset needs in ``ctx.resources``.
+        io_manager: Name of the I/O manager that stores this asset's values (``None``: the
+            pipeline's default).
+        partitioned_by: The asset's partitions, or ``None`` for an unpartitioned asset.
+        tags: Free-form string labels.
+        metadata: Free-form JSON-compatible data about the asset.
+        code_version: The version of the asset's code, recorded on each materialization.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    description: str | None = None
+    deps: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    wants_context: bool = False
+    requires: frozenset[str] = frozenset()
+    io_manager: str | None = None
+    partitioned_by: PartitionsDefinition | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    code_version: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"AssetDef({self.name!r}, deps={list(self.deps)!r})"
+
+
+@overload
+def asset(fn: Callable[..., Any], /) -> AssetDef: ...
+
+
+@overload
+def asset(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    depends_on: Iterable[str] = (),
+    requires: Iterable[str] = (),
+    io_manager: str | None = None,
+    partitioned_by: PartitionsDefinition | None = None,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    code_version: str | None = None,
+) -> Callable[[Callable[..., Any]], AssetDef]: ...
+
+
+def asset(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    depends_on: Iterable[str] = (),
+    requires: Iterable[str] = (),
+    io_manager: str | None = None,
+    partitioned_by: PartitionsDefinition | None = None,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    code_version: str | None = None,
+) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
+    """Declare an asset: a named value computed by a function from its upstream assets.
+
+    Dependencies come from ``depends_on`` and from the function's parameters: a parameter named
+    after an upstream asset receives that asset's value. A first parameter named ``ctx`` or
+    ``context`` receives the :class:`~flowstone.context.AssetContext` (partition, run id,
+    resources, logger). A dependency listed in ``depends_on`` but not taken as a parameter only
+    orders the run; its value is not loaded.
+
+    The function returns the value to store, or raises to fail the materialization.
+
+    Args:
+        name: The asset's name; defaults to the function's name.
+        description: What the asset is; defaults to the docstring's first line.
+        depends_on: Upstream asset names.
+        requires: Resource names the asset needs (``ctx.resources[name]``).
+        io_manager: The name of the pipeline I/O manager that stores this asset's values.
+        partitioned_by: The asset's partitions (e.g. ``DailyPartitions(start="2025-01-01")``).
+        tags: String labels, e.g. ``{"team": "finance"}``.
+        metadata: JSON-compatible data about the asset.
+        code_version: Recorded on every materialization, to tell runs of old code apart.
+
+    Example::
+
+        @fs.asset(description="Raw events")
+        def raw_events():
+            return [{"user": "a", "n": 3}]
+
+        @fs.asset(partitioned_by=fs.DailyPartitions(start="2025-01-01"))
+        def daily_report(ctx, raw_events):
+            return {"day": ctx.partition.isoformat(), "n": len(raw_events)}
+    """
+
+    def decorate(func: Callable[..., Any]) -> AssetDef:
+        return _build(
+            func,
+            name=name,
+            description=description,
+            depends_on=tuple(depends_on),
+            requires=frozenset(requires),
+            io_manager=io_manager,
+            partitioned_by=partitioned_by,
+            tags=dict(tags or {}),
+            metadata=dict(metadata or {}),
+            code_version=code_version,
+        )
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+def _build(
+    func: Callable[..., Any],
+    *,
+    name: str | None,
+    description: str | None,
+    depends_on: tuple[str, ...],
+    requires: frozenset[str],
+    io_manager: str | None,
+    partitioned_by: PartitionsDefinition | None,
+    tags: dict[str, str],
+    metadata: dict[str, Any],
+    code_version: str | None,
+) -> AssetDef:
+    if isinstance(func, AssetDef):
+        raise DefinitionError(f"{func.name!r} is already an asset; apply @asset only once.")
+    if not callable(func):
+        raise DefinitionError(f"@asset needs a function, got {type(func).__name__}.")
+    asset_name = name or getattr(func, "__name__", None)
+    if not asset_name or not _NAME.match(asset_name):
+        raise DefinitionError(
+            f"Invalid asset name {asset_name!r}: use letters, digits, '_', '-' or '.', "
+            "starting with a letter or '_'. Pass name='...' to @asset."
+        )
+    if partitioned_by is not None and not isinstance(partitioned_by, PartitionsDefinition):
+        raise DefinitionError(
+            f"Asset {asset_name!r}: partitioned_by must be a PartitionsDefinition such as "
+            f"DailyPartitions(...), got {type(partitioned_by).__name__}."
+        )
+    for dep in depends_on:
+        if not isinstance(dep, str):
+            raise DefinitionError(
+                f"Asset {asset_name!r}: depends_on takes asset names (str), got {dep!r}. "
+                "Pass `other.name` to depend on an AssetDef."
+            )
+    wants_context, inputs = _read_signature(asset_name, func)
+    deps = depends_on + tuple(p for p in inputs if p not in depends_on)
+    if len(set(deps)) != len(deps):
+        raise DefinitionError(f"Asset {asset_name!r} lists a dependency twice: {list(deps)}.")
+    if asset_name in deps:
+        raise DefinitionError(f"Asset {asset_name!r} depends on itself.")
+    doc = inspect.getdoc(func)
+    return AssetDef(
+        name=asset_name,
+        fn=func,
+        description=description or (doc.splitlines()[0] if doc else None),
+        deps=deps,
+        inputs=inputs,
+        wants_context=wants_context,
+        requires=requires,
+        io_manager=io_manager,
+        partitioned_by=partitioned_by,
+        tags=tags,
+        metadata=metadata,
+        code_version=code_version,
+    )
+
+
+def _read_signature(asset_name: str, func: Callable[..., Any]) -> tuple[bool, tuple[str, ...]]:
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(f"Cannot read the signature of asset {asset_name!r}.") from exc
+    wants_context = bool(params) and params[0].name in CONTEXT_PARAMETER_NAMES
+    if wants_context:
+        params = params[1:]
+    inputs: list[str] = []
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            raise DefinitionError(
+                f"Asset {asset_name!r} takes {stars}{param.name}: name each upstream asset as "
+                "its own parameter (or list it in depends_on)."
+            )
+        if param.kind is param.POSITIONAL_ONLY:
+            raise DefinitionError(
+                f"Asset {asset_name!r}: parameter {param.name!r} is positional-only; upstream "
+                "values are passed by name."
+            )
+        if param.name in CONTEXT_PARAMETER_NAMES:
+            raise DefinitionError(
+                f"Asset {asset_name!r}: the context parameter {param.name!r} must come first."
+            )
+        inputs.append(param.name)
+    return wants_context, tuple(inputs)

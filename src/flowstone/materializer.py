@@ -1,0 +1,336 @@
+"""The materializer: the ONE path that computes an asset for a partition and records it.
+
+A direct call, ``materialize_all``, a backfill, a schedule tick and a distributed worker all come
+here, so statuses, lineage, audit and telemetry never differ between them. For one step it:
+
+1. resolves the exact upstream materializations to read (from this run, else the latest success
+   in the store);
+2. records the materialization ``running``;
+3. loads the upstream values, sets up the resources the asset requires, builds the context;
+4. calls the asset function inside one error boundary that names the asset and partition;
+5. stores the output through the asset's I/O manager;
+6. records ``success`` with the lineage edges and an audit event in one store call, or
+   ``failed`` with the error's type, message and traceback.
+
+No step is ever left ``running``: any exception, including ``KeyboardInterrupt``, is recorded as
+a failure before it propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flowstone.asset import AssetDef
+from flowstone.context import AssetContext
+from flowstone.errors import (
+    AssetExecutionError,
+    FlowStoneError,
+    IOManagerError,
+    MissingUpstreamError,
+)
+from flowstone.graph import AssetGraph
+from flowstone.io import IOManager, StorageKey
+from flowstone.planner import Step, resolve_partition
+from flowstone.partitions import Partition, encode_partition
+from flowstone.records import (
+    AuditEvent,
+    LineageEdge,
+    MaterializationRecord,
+    Status,
+    utcnow,
+)
+from flowstone.resources import ResourceScope
+from flowstone.store import MetadataStore
+from flowstone.telemetry import Telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class IOSelection:
+    """Which I/O manager stores each asset: a per-call override, else the asset's own, else
+    the pipeline default."""
+
+    managers: Mapping[str, IOManager]
+    default: str
+    override: str | None = None
+
+    def name_for(self, asset: AssetDef) -> str:
+        """The name of the I/O manager that stores ``asset``."""
+        return self.override or asset.io_manager or self.default
+
+    def for_asset(self, asset: AssetDef) -> tuple[str, IOManager]:
+        """The name and manager that store ``asset``."""
+        name = self.name_for(asset)
+        return name, self.managers[name]
+
+
+@dataclass(frozen=True, slots=True)
+class RunScope:
+    """What one run shares among its steps: in-process wiring only, never persisted."""
+
+    run_id: str
+    resources: ResourceScope
+    io: IOSelection
+
+
+class Materializer:
+    """Runs steps against one graph, store and telemetry. Thread-safe: one instance serves
+    every thread of every run."""
+
+    def __init__(self, graph: AssetGraph, store: MetadataStore, telemetry: Telemetry) -> None:
+        self._graph = graph
+        self._store = store
+        self._telemetry = telemetry
+
+    def run(
+        self,
+        step: Step,
+        scope: RunScope,
+        upstream: Mapping[str, MaterializationRecord],
+        *,
+        attempt: int = 1,
+    ) -> MaterializationRecord:
+        """Materialize one step; return its final record (``success`` or ``failed``).
+
+        Args:
+            step: What to materialize.
+            scope: The run's resources and I/O selection.
+            upstream: Records produced earlier in this run, by asset name; dependencies not in
+                it are read from the store's latest success.
+            attempt: The attempt number, recorded on the materialization.
+        """
+        asset = step.asset
+        started_at = utcnow()
+        record = MaterializationRecord(
+            id=step.materialization_id,
+            run_id=scope.run_id,
+            asset=asset.name,
+            partition_key=step.partition_key,
+            status=Status.RUNNING,
+            attempt=attempt,
+            created_at=step.created_at,
+            started_at=started_at,
+            code_version=asset.code_version,
+            io_manager=scope.io.name_for(asset),
+        )
+        meta = self._event_meta(step, scope.run_id, attempt)
+        self._store.save_materialization(record)
+        self._telemetry.emit("materialization.start", meta)
+        clock = time.perf_counter()
+        try:
+            inputs = self._resolve_upstream(step, upstream)
+            context = AssetContext(
+                asset=asset.name,
+                partition=step.partition,
+                partition_key=step.partition_key,
+                run_id=scope.run_id,
+                materialization_id=step.materialization_id,
+                attempt=attempt,
+                resources=scope.resources.get(asset.requires, asset=asset.name),
+                log=logging.getLogger(f"flowstone.asset.{asset.name}"),
+            )
+            kwargs = {
+                name: self._load(self._graph.get(name), *inputs[name], scope.io)
+                for name in asset.inputs
+            }
+            output = self._call(asset, step, context, kwargs)
+            # The place where WaitForApproval results will be handled (approvals issue): they
+            # persist a request and leave the materialization `waiting_approval`.
+            stored_meta = self._store_output(asset, step, output, scope.io)
+        except BaseException as exc:
+            failed = self._failed(record, exc, clock)
+            self._store.save_materialization(
+                failed,
+                audit=[self._audit(failed, {"error_type": failed.error_type})],
+            )
+            self._telemetry.emit(
+                "materialization.exception",
+                {**meta, "error_type": failed.error_type, "error": failed.error_message},
+                {"duration_ms": failed.duration_ms or 0.0},
+            )
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: recorded, then honoured
+            return failed
+        duration_ms = (time.perf_counter() - clock) * 1000.0
+        completed_at = utcnow()
+        metadata = {**context.metadata, **(stored_meta or {})}
+        done = replace(
+            record,
+            status=Status.SUCCESS,
+            completed_at=completed_at,
+            duration_ms=duration_ms,
+            metadata=metadata,
+        )
+        lineage = [
+            LineageEdge(
+                materialization_id=done.id,
+                run_id=done.run_id,
+                asset=done.asset,
+                partition_key=done.partition_key,
+                upstream_materialization_id=up.id,
+                upstream_asset=up.asset,
+                upstream_partition_key=up.partition_key,
+                consumed_at=completed_at,
+            )
+            for up, _ in inputs.values()
+        ]
+        self._store.save_materialization(done, lineage=lineage, audit=[self._audit(done, {})])
+        self._telemetry.emit(
+            "materialization.stop", {**meta, "status": "success"}, {"duration_ms": duration_ms}
+        )
+        return done
+
+    def skip(self, step: Step, run_id: str, reason: str) -> MaterializationRecord:
+        """Record that ``step`` will not run because something above it did not succeed."""
+        now = utcnow()
+        record = MaterializationRecord(
+            id=step.materialization_id,
+            run_id=run_id,
+            asset=step.asset.name,
+            partition_key=step.partition_key,
+            status=Status.SKIPPED,
+            created_at=step.created_at,
+            completed_at=now,
+            error_type="SkippedError",
+            error_message=reason,
+            code_version=step.asset.code_version,
+        )
+        self._store.save_materialization(record, audit=[self._audit(record, {"reason": reason})])
+        self._telemetry.emit(
+            "materialization.skipped", {**self._event_meta(step, run_id, 1), "reason": reason}
+        )
+        return record
+
+    # --- the steps -------------------------------------------------------------------------
+    def _resolve_upstream(
+        self, step: Step, upstream: Mapping[str, MaterializationRecord]
+    ) -> dict[str, tuple[MaterializationRecord, Partition]]:
+        """The exact materialization (and partition) of each dependency to read."""
+        found: dict[str, tuple[MaterializationRecord, Partition]] = {}
+        for name in step.asset.deps:
+            partition = resolve_partition(self._graph.get(name), step.partition)
+            record = upstream.get(name)
+            if record is None:
+                record = self._store.latest_materialization(
+                    name, encode_partition(partition), status=Status.SUCCESS
+                )
+                if record is None:
+                    raise MissingUpstreamError(step.asset.name, step.partition, name)
+            found[name] = (record, partition)
+        return found
+
+    def _load(
+        self, dep: AssetDef, record: MaterializationRecord, partition: Partition, io: IOSelection
+    ) -> Any:
+        name, manager = io.for_asset(dep)
+        key = StorageKey(dep.name, partition, record.partition_key)
+        meta = {"asset": dep.name, "partition": record.partition_key, "io_manager": name}
+        self._telemetry.emit("io.load.start", meta)
+        clock = time.perf_counter()
+        try:
+            value = manager.load(key)
+        except FlowStoneError:
+            raise
+        except Exception as exc:
+            raise IOManagerError(
+                f"I/O manager {name!r} failed to load {dep.name!r} partition "
+                f"{record.partition_key!r}: {type(exc).__name__}: {exc}",
+                asset=dep.name,
+            ) from exc
+        self._telemetry.emit(
+            "io.load.stop", meta, {"duration_ms": (time.perf_counter() - clock) * 1000.0}
+        )
+        return value
+
+    @staticmethod
+    def _call(
+        asset: AssetDef, step: Step, context: AssetContext, kwargs: dict[str, Any]
+    ) -> Any:
+        try:
+            if asset.wants_context:
+                return asset.fn(context, **kwargs)
+            return asset.fn(**kwargs)
+        except Exception as exc:
+            raise AssetExecutionError(asset.name, step.partition, exc) from exc
+
+    def _store_output(
+        self, asset: AssetDef, step: Step, output: Any, io: IOSelection
+    ) -> Mapping[str, Any] | None:
+        name, manager = io.for_asset(asset)
+        meta = {"asset": asset.name, "partition": step.partition_key, "io_manager": name}
+        self._telemetry.emit("io.store.start", meta)
+        clock = time.perf_counter()
+        try:
+            result = manager.store(StorageKey(asset.name, step.partition, step.partition_key), output)
+        except FlowStoneError:
+            raise
+        except Exception as exc:
+            raise IOManagerError(
+                f"I/O manager {name!r} failed to store {asset.name!r}: "
+                f"{type(exc).__name__}: {exc}. The materialization is failed; nothing was "
+                "recorded as stored.",
+                asset=asset.name,
+                partition=step.partition,
+            ) from exc
+        self._telemetry.emit(
+            "io.store.stop", meta, {"duration_ms": (time.perf_counter() - clock) * 1000.0}
+        )
+        return result
+
+    # --- records ---------------------------------------------------------------------------
+    @staticmethod
+    def _failed(
+        record: MaterializationRecord, exc: BaseException, clock: float
+    ) -> MaterializationRecord:
+        # Record the user's own exception, not our wrapper: its type and traceback are what
+        # the person debugging needs.
+        shown: BaseException = exc.original if isinstance(exc, AssetExecutionError) else exc
+        message = str(shown) if isinstance(exc, AssetExecutionError) else str(exc)
+        if not isinstance(exc, Exception):
+            message = f"interrupted by {type(exc).__name__}"
+        return replace(
+            record,
+            status=Status.FAILED,
+            completed_at=utcnow(),
+            duration_ms=(time.perf_counter() - clock) * 1000.0,
+            error_type=_type_name(shown),
+            error_message=message,
+            error_traceback="".join(traceback.format_exception(shown)),
+        )
+
+    @staticmethod
+    def _audit(record: MaterializationRecord, details: Mapping[str, Any]) -> AuditEvent:
+        return AuditEvent(
+            action=f"materialization.{record.status.value}",
+            resource_type="asset",
+            resource_id=record.asset,
+            details={
+                "materialization_id": record.id,
+                "partition_key": record.partition_key,
+                "attempt": record.attempt,
+                **details,
+            },
+            correlation_id=record.run_id,
+        )
+
+    @staticmethod
+    def _event_meta(step: Step, run_id: str, attempt: int) -> dict[str, Any]:
+        return {
+            "asset": step.asset.name,
+            "partition": step.partition_key,
+            "run_id": run_id,
+            "attempt": attempt,
+        }
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    if module in ("builtins", "flowstone.errors"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+

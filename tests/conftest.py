@@ -1,0 +1,27 @@
+"""Shared fixtures: every test gets its own FlowStone home, so runs never see each other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def flowstone_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the embedded defaults (SQLite file, storage folder) at a fresh folder."""
+    home = tmp_path / "flowstone-home"
+    monkeypatch.setenv("FLOWSTONE_HOME", str(home))
+    monkeypatch.delenv("FLOWSTONE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("FLOWSTONE_PIPELINE", raising=False)
+    return home
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A metadata store URL: the in-memory store, then a SQLite file."""
+    if request.param == "memory":
+        yield "memory"
+    else:
+        yield f"sqlite:///{tmp_path / 'meta.db'}"

@@ -1,0 +1,352 @@
+"""The pipeline and its one materializer path, over the memory and SQLite stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import flowstone as fs
+from flowstone.errors import (
+    MissingUpstreamError,
+    PartitionError,
+    RunFailedError,
+    UnknownAssetError,
+)
+from flowstone.records import Status
+
+
+def test_the_issue_example_runs_on_the_sqlite_default(flowstone_home: Path) -> None:
+    @fs.asset(description="Raw events from source systems")
+    def raw_events(ctx):
+        return [{"user": "a", "n": 3}, {"user": "b", "n": 5}]
+
+    @fs.asset(depends_on=["raw_events"], partitioned_by=fs.DailyPartitions(start="2025-01-01"))
+    def daily_report(ctx, raw_events):
+        return {"day": ctx.partition.isoformat(), "total": sum(e["n"] for e in raw_events)}
+
+    with fs.Pipeline([raw_events, daily_report]) as pipeline:
+        run = pipeline.materialize_all("daily_report", partition=dt.date(2025, 1, 15))
+        assert run.status == "success"
+        assert pipeline.load("daily_report", dt.date(2025, 1, 15)) == {
+            "day": "2025-01-15",
+            "total": 8,
+        }
+    assert (flowstone_home / "flowstone.db").is_file()
+    assert any((flowstone_home / "storage" / "daily_report").iterdir())
+
+
+def test_statuses_timing_lineage_and_audit_are_recorded(store_url: str) -> None:
+    @fs.asset
+    def raw():
+        return [1, 2, 3]
+
+    @fs.asset
+    def doubled(ctx, raw):
+        ctx.metadata["rows"] = len(raw)
+        return [x * 2 for x in raw]
+
+    pipeline = fs.Pipeline([raw, doubled], store=store_url)
+    run = pipeline.materialize_all()
+    assert run.ok and len(run.materializations) == 2
+    record = run["doubled"]
+    assert record.status == Status.SUCCESS
+    assert record.metadata["rows"] == 3
+    assert record.started_at is not None and record.completed_at is not None
+    assert record.duration_ms is not None and record.duration_ms >= 0
+    assert record.run_id == run.run_id and record.attempt == 1
+    assert record.io_manager == "memory" if store_url == "memory" else "filesystem"
+
+    stored = pipeline.store.get_materialization(record.id)
+    assert stored is not None and stored.status == Status.SUCCESS
+
+    upstream = pipeline.upstream_lineage("doubled")
+    assert [(n.asset, n.materialization_id, n.depth) for n in upstream] == [
+        ("raw", run["raw"].id, 1)
+    ]
+    downstream = pipeline.downstream_lineage("raw")
+    assert [(n.asset, n.depth) for n in downstream] == [("doubled", 1)]
+    impact = pipeline.impact("raw")
+    assert [n.status for n in impact] == [Status.SUCCESS]
+
+    actions = [e.action for e in pipeline.audit_log(run_id=run.run_id)]
+    assert actions[0] == "run.started" and actions[-1] == "run.success"
+    assert actions.count("materialization.success") == 2
+    run_record = pipeline.store.get_run(run.run_id)
+    assert run_record is not None and run_record.status == "success"
+    assert run_record.completed_at is not None
+    pipeline.close()
+
+
+def test_diamond_runs_shared_parent_once_and_branches_in_parallel() -> None:
+    calls: Counter[str] = Counter()
+    barrier = threading.Barrier(2, timeout=5)
+
+    @fs.asset
+    def root():
+        calls["root"] += 1
+        return 1
+
+    @fs.asset
+    def left(root):
+        calls["left"] += 1
+        barrier.wait()  # only returns if `right` runs at the same time
+        return root + 1
+
+    @fs.asset
+    def right(root):
+        calls["right"] += 1
+        barrier.wait()
+        return root + 2
+
+    @fs.asset
+    def join(left, right):
+        calls["join"] += 1
+        return left + right
+
+    pipeline = fs.Pipeline([root, left, right, join], store="memory", max_workers=4)
+    run = pipeline.materialize_all("join")
+    assert run.ok
+    assert calls == Counter(root=1, left=1, right=1, join=1)
+    assert pipeline.load("join") == 5
+
+
+def test_failure_skips_downstream_and_unrelated_branches_finish(store_url: str) -> None:
+    @fs.asset
+    def source():
+        return 1
+
+    @fs.asset
+    def broken(source):
+        raise ValueError("bad row 7")
+
+    @fs.asset
+    def below(broken):
+        return broken
+
+    @fs.asset
+    def further(below):
+        return below
+
+    @fs.asset
+    def sibling(source):
+        time.sleep(0.05)
+        return source
+
+    pipeline = fs.Pipeline([source, broken, below, further, sibling], store=store_url)
+    run = pipeline.materialize_all()
+    assert run.status == "failed"
+    statuses = {r.asset: r.status for r in run.materializations}
+    assert statuses == {
+        "source": "success",
+        "broken": "failed",
+        "below": "skipped",
+        "further": "skipped",
+        "sibling": "success",
+    }
+    failed = run["broken"]
+    assert failed.error_type == "ValueError"
+    assert failed.error_message == "bad row 7"
+    assert failed.error_traceback is not None and "bad row 7" in failed.error_traceback
+    assert run["further"].error_message == "upstream asset 'broken' failed"
+    # Nothing stays pending or running in the store.
+    for record in pipeline.store.list_materializations(run_id=run.run_id):
+        assert record.status in (Status.SUCCESS, Status.FAILED, Status.SKIPPED)
+    with pytest.raises(RunFailedError, match="broken"):
+        run.raise_for_status()
+    pipeline.close()
+
+
+def test_materialize_without_deps_reads_latest_success(store_url: str) -> None:
+    @fs.asset
+    def base():
+        return 10
+
+    @fs.asset
+    def top(base):
+        return base + 1
+
+    pipeline = fs.Pipeline([base, top], store=store_url)
+    with pytest.raises(MissingUpstreamError, match="materialize_all"):
+        pipeline.load("top")
+    first = pipeline.materialize("top")
+    assert not first.ok
+    assert first["top"].error_type == "MissingUpstreamError"
+    assert "with-deps" in (first["top"].error_message or "")
+
+    base_run = pipeline.materialize("base")
+    top_run = pipeline.materialize("top")
+    assert top_run.ok
+    [edge] = pipeline.upstream_lineage("top")
+    assert edge.materialization_id == base_run["base"].id
+    pipeline.close()
+
+
+def test_partitions_flow_to_partitioned_assets_only() -> None:
+    seen: list[object] = []
+
+    @fs.asset
+    def lookup():
+        return {"a": 1}
+
+    @fs.asset(partitioned_by=fs.StaticPartitions(["us", "eu"]))
+    def region(ctx, lookup):
+        seen.append(ctx.partition)
+        return ctx.partition
+
+    pipeline = fs.Pipeline([lookup, region], store="memory")
+    run = pipeline.materialize_all("region", partition="eu")
+    assert run.ok and seen == ["eu"]
+    assert run["lookup"].partition_key == "n:"
+    assert run["region"].partition_key == "s:eu"
+
+    with pytest.raises(PartitionError, match="is partitioned"):
+        pipeline.materialize_all("region")
+    with pytest.raises(PartitionError):
+        pipeline.materialize_all("region", partition="fr")
+    with pytest.raises(PartitionError, match="None of 'lookup' is partitioned"):
+        pipeline.materialize("lookup", partition="eu")
+
+
+def test_unknown_asset_names_suggest() -> None:
+    @fs.asset
+    def orders():
+        return []
+
+    pipeline = fs.Pipeline([orders], store="memory")
+    with pytest.raises(UnknownAssetError, match="Did you mean 'orders'"):
+        pipeline.materialize("order")
+
+
+def test_io_manager_selection_default_asset_and_call() -> None:
+    default, special, per_call = fs.MemoryIOManager(), fs.MemoryIOManager(), fs.MemoryIOManager()
+
+    @fs.asset
+    def plain():
+        return "p"
+
+    @fs.asset(io_manager="special")
+    def chosen():
+        return "c"
+
+    pipeline = fs.Pipeline(
+        [plain, chosen],
+        store="memory",
+        io_managers={"default": default, "special": special, "call": per_call},
+    )
+    pipeline.materialize_all()
+    key = fs.StorageKey("plain", None, "n:")
+    assert default.load(key) == "p" and not special.exists(key)
+    assert special.load(fs.StorageKey("chosen", None, "n:")) == "c"
+
+    run = pipeline.materialize_all(io_manager="call")
+    assert {r.io_manager for r in run.materializations} == {"call"}
+    assert per_call.load(key) == "p" and per_call.load(fs.StorageKey("chosen", None, "n:")) == "c"
+
+
+def test_io_manager_failure_fails_the_materialization(store_url: str, tmp_path: Path) -> None:
+    @fs.asset
+    def not_json():
+        return {1, 2}  # a set: JSON cannot store it
+
+    pipeline = fs.Pipeline(
+        [not_json],
+        store=store_url,
+        io_managers={"default": fs.FilesystemIOManager(tmp_path / "values")},
+    )
+    run = pipeline.materialize("not_json")
+    record = run["not_json"]
+    assert record.status == Status.FAILED
+    assert record.error_type == "IOManagerError"
+    assert "JSON cannot store" in (record.error_message or "")
+    assert not list((tmp_path / "values").rglob("*.json"))
+    pipeline.close()
+
+
+def test_telemetry_events_in_order() -> None:
+    @fs.asset
+    def a():
+        return 1
+
+    @fs.asset
+    def b(a):
+        return a
+
+    pipeline = fs.Pipeline([a, b], store="memory")
+    events: list[fs.TelemetryEvent] = []
+    unsubscribe = pipeline.subscribe(events.append)
+    pipeline.materialize_all()
+    names = [e.name for e in events]
+    assert [(e.name, e.metadata.get("asset")) for e in events] == [
+        ("run.start", None),
+        ("materialization.start", "a"),
+        ("io.store.start", "a"),
+        ("io.store.stop", "a"),
+        ("materialization.stop", "a"),
+        ("materialization.start", "b"),
+        ("io.load.start", "a"),
+        ("io.load.stop", "a"),
+        ("io.store.start", "b"),
+        ("io.store.stop", "b"),
+        ("materialization.stop", "b"),
+        ("run.stop", None),
+    ]
+    stop = next(e for e in events if e.name == "materialization.stop")
+    assert stop.measurements["duration_ms"] >= 0
+    unsubscribe()
+    pipeline.materialize_all()
+    assert len(events) == len(names)
+
+
+def test_a_failing_telemetry_handler_never_fails_a_run(caplog: pytest.LogCaptureFixture) -> None:
+    @fs.asset
+    def a():
+        return 1
+
+    pipeline = fs.Pipeline([a], store="memory")
+
+    def explode(event: fs.TelemetryEvent) -> None:
+        raise RuntimeError("handler bug")
+
+    pipeline.subscribe(explode)
+    assert pipeline.materialize_all().ok
+    assert "handler bug" in caplog.text
+
+
+def test_interrupt_is_recorded_then_raised(store_url: str) -> None:
+    @fs.asset
+    def slow():
+        raise KeyboardInterrupt
+
+    pipeline = fs.Pipeline([slow], store=store_url)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.materialize("slow")
+    [record] = pipeline.store.list_materializations(asset="slow")
+    assert record.status == Status.FAILED
+    assert record.error_message == "interrupted by KeyboardInterrupt"
+    [run] = pipeline.store.list_runs()
+    assert run.status == "failed" and run.completed_at is not None
+    pipeline.close()
+
+
+def test_pending_records_exist_while_a_run_is_in_flight() -> None:
+    observed: list[list[str]] = []
+    holder: dict[str, fs.Pipeline] = {}
+
+    @fs.asset
+    def first(ctx):
+        records = holder["p"].store.list_materializations(run_id=ctx.run_id)
+        observed.append(sorted(f"{r.asset}:{r.status}" for r in records))
+        return 1
+
+    @fs.asset
+    def second(first):
+        return first
+
+    holder["p"] = pipeline = fs.Pipeline([first, second], store="memory")
+    pipeline.materialize_all()
+    assert observed == [["first:running", "second:pending"]]
