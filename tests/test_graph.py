@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 import flowstone as fs
@@ -72,7 +74,7 @@ def test_cycle_names_its_path() -> None:
     assert path[0] == path[-1]
     assert set(path) == {"a", "b", "c"}
     # Data-flow order: each asset feeds the next.
-    for upstream, downstream in zip(path, path[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(path):
         assert upstream in {"a": ("c",), "b": ("a",), "c": ("b",)}[downstream]
     assert " -> ".join(path) in str(err.value)
 

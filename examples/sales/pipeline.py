@@ -5,7 +5,8 @@
 
 Run it with ``python examples/sales/run.py``, or drive it from the CLI::
 
-    flowstone -p examples/sales/pipeline.py materialize daily_report --partition 2025-01-14 --with-deps
+    flowstone -p examples/sales/pipeline.py materialize daily_report \
+        --partition 2025-01-14 --with-deps
     flowstone -p examples/sales/pipeline.py status
 """
 
@@ -75,7 +76,9 @@ def daily_revenue(ctx: fs.AssetContext, clean_orders: list[dict[str, Any]]) -> d
     ctx.metadata["products"] = len(by_product)
     return {
         "day": day,
-        "products": {p: {"units": v["units"], "eur": round(v["eur"], 2)} for p, v in by_product.items()},
+        "products": {
+            p: {"units": v["units"], "eur": round(v["eur"], 2)} for p, v in by_product.items()
+        },
         "total_eur": round(sum(v["eur"] for v in by_product.values()), 2),
     }
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pipeline import pipeline  # noqa: E402
+from pipeline import pipeline
 
-from flowstone.partitions import decode_partition, partition_repr  # noqa: E402
+from flowstone.partitions import decode_partition, partition_repr
 
 
 def main() -> int:
@@ -36,7 +36,9 @@ def main() -> int:
     print("\nWhat fed daily_report for 2025-01-15:")
     for node in pipeline.upstream_lineage("daily_report", dt.date(2025, 1, 15)):
         partition = partition_repr(decode_partition(node.partition_key))
-        print(f"  {'  ' * node.depth}{node.asset} [{partition}] run {node.run_id and node.run_id[:8]}")
+        print(
+            f"  {'  ' * node.depth}{node.asset} [{partition}] run {node.run_id and node.run_id[:8]}"
+        )
     print(f"\nMetadata store: {pipeline.store}")
     pipeline.close()
     return 1 if failed else 0

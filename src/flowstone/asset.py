@@ -219,7 +219,6 @@ def _read_signature(asset_name: str, func: Callable[..., Any]) -> tuple[bool, tu
     wants_context = bool(params) and params[0].name in CONTEXT_PARAMETER_NAMES
     if wants_context:
         params = params[1:]
-    inputs: list[str] = []
     for param in params:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
@@ -236,5 +235,4 @@ def _read_signature(asset_name: str, func: Callable[..., Any]) -> tuple[bool, tu
             raise DefinitionError(
                 f"Asset {asset_name!r}: the context parameter {param.name!r} must come first."
             )
-        inputs.append(param.name)
-    return wants_context, tuple(inputs)
+    return wants_context, tuple(p.name for p in params)

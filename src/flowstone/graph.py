@@ -117,9 +117,7 @@ class AssetGraph:
         roots = list(names)
         for name in roots:
             self.get(name)
-        chosen = (
-            self._walk(roots, lambda n: self._assets[n].deps) if with_upstream else set(roots)
-        )
+        chosen = self._walk(roots, lambda n: self._assets[n].deps) if with_upstream else set(roots)
         return tuple(sorted(chosen, key=self._position.__getitem__))
 
     # --- rendering -------------------------------------------------------------------------
@@ -222,7 +220,7 @@ class AssetGraph:
             seen[node] = len(path)
             path.append(node)
             node = next(d for d in self._assets[node].deps if d in stuck)
-        cycle = path[seen[node] :] + [node]
+        cycle = [*path[seen[node]:], node]
         # Report in data-flow order (each asset feeds the next), as graphs are drawn.
         return list(reversed(cycle))
 
@@ -237,5 +235,3 @@ class AssetGraph:
             seen.add(name)
             stack.extend(step(name))
         return seen
-
-

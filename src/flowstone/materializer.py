@@ -35,8 +35,8 @@ from flowstone.errors import (
 )
 from flowstone.graph import AssetGraph
 from flowstone.io import IOManager, StorageKey
-from flowstone.planner import Step, resolve_partition
 from flowstone.partitions import Partition, encode_partition
+from flowstone.planner import Step, resolve_partition
 from flowstone.records import (
     AuditEvent,
     LineageEdge,
@@ -247,9 +247,7 @@ class Materializer:
         return value
 
     @staticmethod
-    def _call(
-        asset: AssetDef, step: Step, context: AssetContext, kwargs: dict[str, Any]
-    ) -> Any:
+    def _call(asset: AssetDef, step: Step, context: AssetContext, kwargs: dict[str, Any]) -> Any:
         try:
             if asset.wants_context:
                 return asset.fn(context, **kwargs)
@@ -265,7 +263,9 @@ class Materializer:
         self._telemetry.emit("io.store.start", meta)
         clock = time.perf_counter()
         try:
-            result = manager.store(StorageKey(asset.name, step.partition, step.partition_key), output)
+            result = manager.store(
+                StorageKey(asset.name, step.partition, step.partition_key), output
+            )
         except FlowStoneError:
             raise
         except Exception as exc:
@@ -333,4 +333,3 @@ def _type_name(exc: BaseException) -> str:
     if module in ("builtins", "flowstone.errors"):
         return cls.__qualname__
     return f"{module}.{cls.__qualname__}"
-

@@ -76,7 +76,9 @@ class Pipeline:
         executor: Executor | None = None,
     ) -> None:
         self._store_spec = store
-        self._store: MetadataStore | None = store if _is_store(store) else None
+        self._store: MetadataStore | None = (
+            None if store is None or isinstance(store, str) else store
+        )
         in_memory = store in ("memory", "memory://") or isinstance(store, MemoryStore)
         managers: dict[str, IOManager] = {
             "filesystem": FilesystemIOManager(config.storage_dir()),
@@ -110,7 +112,9 @@ class Pipeline:
             with self._lock:
                 if self._store is None:
                     spec = self._store_spec
-                    self._store = open_store(spec if isinstance(spec, str) else config.database_url())
+                    self._store = open_store(
+                        spec if isinstance(spec, str) else config.database_url()
+                    )
         return self._store
 
     @property
@@ -261,9 +265,9 @@ class Pipeline:
             from flowstone.errors import MissingUpstreamError
 
             raise MissingUpstreamError(definition.name, value, definition.name)
-        manager = self._io.managers.get(record.io_manager or "") or self._io.for_asset(
-            definition
-        )[1]
+        manager = (
+            self._io.managers.get(record.io_manager or "") or self._io.for_asset(definition)[1]
+        )
         return manager.load(StorageKey(definition.name, value, key))
 
     def status(self, *assets: str) -> list[MaterializationRecord]:
@@ -277,7 +281,11 @@ class Pipeline:
     ) -> list[MaterializationRecord]:
         """An asset's materializations, newest first (for one partition if given)."""
         definition = self.graph.get(asset)
-        key = None if partition is None else encode_partition(resolve_partition(definition, partition))
+        key = (
+            None
+            if partition is None
+            else encode_partition(resolve_partition(definition, partition))
+        )
         return self.store.list_materializations(asset=asset, partition_key=key, limit=limit)
 
     def upstream_lineage(
@@ -317,7 +325,9 @@ class Pipeline:
     def close(self) -> None:
         """Stop worker threads and close the store (if the pipeline opened it)."""
         self._executor.close()
-        if self._store is not None and not _is_store(self._store_spec):
+        if self._store is not None and (
+            self._store_spec is None or isinstance(self._store_spec, str)
+        ):
             self._store.close()
             self._store = None
             self._materializer = None
@@ -334,10 +344,6 @@ class Pipeline:
     def asset_names(self) -> Sequence[str]:
         """Every asset name, in topological order."""
         return self.graph.topological_order()
-
-
-def _is_store(spec: object) -> bool:
-    return spec is not None and not isinstance(spec, str)
 
 
 def _run_event(action: str, run: RunRecord) -> AuditEvent:

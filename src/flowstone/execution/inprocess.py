@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import threading
 from collections.abc import Callable
+from concurrent import futures as cf
 
 from flowstone.materializer import Materializer, RunScope
-from flowstone.planner import RunPlan, Step
+from flowstone.planner import RunPlan
 from flowstone.records import MaterializationRecord, Status
 
 #: Per-run hook called with each final record, in completion order.
@@ -63,7 +63,14 @@ class InProcessExecutor:
                     if waiting[child] == 0 and child not in done:
                         ready.append(child)
             else:
-                self._skip_below(record, plan, steps, children, done, materializer, finish)
+                # Name the root cause: below a skipped asset, repeat why it was skipped.
+                if record.status == Status.SKIPPED and record.error_message:
+                    reason = record.error_message
+                else:
+                    reason = f"upstream asset {record.asset!r} {record.status.value}"
+                for child in children[record.asset]:
+                    if child not in done:
+                        finish(materializer.skip(steps[child], plan.run_id, reason))
 
         while ready or running:
             # A lone ready step with nothing in flight runs on this thread: a chain needs no
@@ -82,25 +89,6 @@ class InProcessExecutor:
                 del running[future]
                 finish(future.result())
         return [done[step.asset.name] for step in plan.steps]
-
-    @staticmethod
-    def _skip_below(
-        record: MaterializationRecord,
-        plan: RunPlan,
-        steps: dict[str, Step],
-        children: dict[str, list[str]],
-        done: dict[str, MaterializationRecord],
-        materializer: Materializer,
-        finish: OnRecord,
-    ) -> None:
-        # Name the root cause: below a skipped asset, repeat why it was skipped.
-        if record.status == Status.SKIPPED and record.error_message:
-            reason = record.error_message
-        else:
-            reason = f"upstream asset {record.asset!r} {record.status.value}"
-        for child in children[record.asset]:
-            if child not in done:
-                finish(materializer.skip(steps[child], plan.run_id, reason))
 
     def _executor(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -50,12 +47,16 @@ class FilesystemIOManager:
         """The file that holds ``key``'s value."""
         name = quote(key.partition_key, safe="-_.")
         if len(name) > _MAX_NAME:
+            import hashlib
+
             name = "h-" + hashlib.sha256(key.partition_key.encode()).hexdigest()
         return self.root / key.asset / f"{name}.{self.serializer}"
 
     def store(self, key: StorageKey, value: Any) -> Mapping[str, Any] | None:
         data = self._dump(key, value)
         path = self.path(key)
+        import tempfile  # imported on first store: keeps `import flowstone` light
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
@@ -93,7 +94,9 @@ class FilesystemIOManager:
                 f"Could not read {path}: {exc}", asset=key.asset, partition=key.partition
             ) from exc
         if self.serializer == "pickle":
-            return pickle.loads(data)  # noqa: S301 - opt-in, documented as trusted-files-only
+            import pickle
+
+            return pickle.loads(data)
         return json.loads(data)
 
     def exists(self, key: StorageKey) -> bool:
@@ -104,6 +107,8 @@ class FilesystemIOManager:
 
     def _dump(self, key: StorageKey, value: Any) -> bytes:
         if self.serializer == "pickle":
+            import pickle
+
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()

@@ -226,15 +226,20 @@ class TimeWindowPartitions(PartitionsDefinition):
         if not isinstance(text, str):
             raise PartitionError(f"parse() takes text, got {type(text).__name__} {text!r}")
         stripped = text.strip()
+        expected = (
+            f"cannot parse {text!r} as a partition of {self.describe()}: expected "
+            f"{self._human_example()} or a tagged key"
+        )
         # Human forms start with a digit, tagged ones with their letter tag.
         if stripped[:1].isalpha():
-            return self.validate(decode_partition(stripped))
+            try:
+                decoded = decode_partition(stripped)
+            except PartitionError as exc:
+                raise PartitionError(f"{expected} ({exc})") from exc
+            return self.validate(decoded)
         value = self._parse_human(stripped)
         if value is None:
-            raise PartitionError(
-                f"cannot parse {text!r} as a partition of {self.describe()}: expected "
-                f"{self._human_example()} (or a tagged key)"
-            )
+            raise PartitionError(expected)
         return self.validate(value)
 
     def _human_example(self) -> str:
@@ -284,6 +289,10 @@ class HourlyPartitions(TimeWindowPartitions):
     ``parse`` accepts ``"2025-01-15T10:00"`` or ``"2025-01-15 10:00"`` (local time; in a
     repeated hour this is the first one: append the offset, ``"...02:00+01:00"``, for the
     second) and ISO text with an offset.
+
+    Keys are whole hours of elapsed time from ``start``, so in the rare zones whose offset
+    changes by part of an hour (Australia/Lord_Howe's 30-minute DST) they leave the local
+    hour grid after the change, and an ``end`` on the local grid is rejected.
 
     Example:
         >>> hours = HourlyPartitions("2025-03-30", "2025-03-31", timezone="Europe/Oslo")
@@ -374,19 +383,18 @@ class HourlyPartitions(TimeWindowPartitions):
                     f"naive datetime {key.isoformat()} given to {self.describe()}: attach a "
                     f"time zone, e.g. .replace(tzinfo=ZoneInfo({self.timezone!r}))"
                 )
-            return key
+            try:
+                return key.astimezone(self._zone)
+            except (OverflowError, ValueError) as exc:
+                raise PartitionError(f"{key.isoformat()} is outside the datetime range") from exc
         if isinstance(key, date):
             midnight = datetime.combine(key, time(), tzinfo=self._zone)
             raise self._wrong_kind(key, f"; pass {midnight!r}")
         raise self._wrong_kind(key)
 
     def _locate(self, key: date) -> tuple[int, bool]:
-        assert isinstance(key, datetime)
-        try:
-            utc = key.astimezone(UTC)
-        except (OverflowError, ValueError) as exc:
-            raise PartitionError(f"{key.isoformat()} is outside the datetime range") from exc
-        hours, rest = divmod(utc - self._start_utc, _HOUR)
+        assert isinstance(key, datetime)  # _coerce made it an aware datetime in the zone
+        hours, rest = divmod(key.astimezone(UTC) - self._start_utc, _HOUR)
         return hours, not rest
 
     def _key(self, position: int) -> datetime:

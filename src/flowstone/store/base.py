@@ -102,9 +102,7 @@ class MetadataStore(Protocol):
         """
         ...
 
-    def downstream(
-        self, asset: str, partition_key: str, *, depth: int = 10
-    ) -> list[LineageNode]:
+    def downstream(self, asset: str, partition_key: str, *, depth: int = 10) -> list[LineageNode]:
         """The (asset, partition)s that consumed this one, transitively, up to ``depth`` steps.
 
         Each (asset, partition) appears once, at its smallest depth, with the latest

@@ -160,9 +160,7 @@ class MemoryStore:
                 frontier = next_frontier
         return sorted(nodes, key=lambda n: (n.depth, n.asset, n.partition_key))
 
-    def downstream(
-        self, asset: str, partition_key: str, *, depth: int = 10
-    ) -> list[LineageNode]:
+    def downstream(self, asset: str, partition_key: str, *, depth: int = 10) -> list[LineageNode]:
         limit = clamp_depth(depth)
         found: dict[tuple[str, str], LineageNode] = {}
         frontier = [(asset, partition_key)]

@@ -1,0 +1,807 @@
+"""The ``flowstone`` command: the argparse parser, one handler per command, exit codes.
+
+Handlers print data on stdout and messages on stderr, and return an exit code. Errors travel as
+exceptions up to :func:`main`, which prints one ``flowstone: error: <message>`` line (the
+traceback too with ``--debug``) and maps the error to an exit code (see ``EXIT_CODES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import flowstone
+from flowstone import config
+from flowstone.cli import output
+from flowstone.cli.loading import (
+    PIPELINE_ENV,
+    PipelineLoadError,
+    find_spec,
+    load_pipeline,
+)
+from flowstone.errors import (
+    DefinitionError,
+    FlowStoneError,
+    PartitionError,
+    StoreError,
+    UnknownAssetError,
+)
+from flowstone.partitions import Partition, encode_partition
+from flowstone.pipeline import Pipeline
+from flowstone.records import MaterializationRecord, RunResult, Status
+from flowstone.telemetry import TelemetryEvent
+
+PROG = "flowstone"
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+
+EXIT_CODES = """\
+exit codes:
+  0  success
+  1  a run had failed or skipped materializations (or another operation failed)
+  2  bad usage or input: unknown asset, bad partition, invalid pipeline definition
+  3  environment problem: the pipeline cannot be located or imported, or the metadata
+     store cannot be opened"""
+
+Handler = Callable[[argparse.Namespace], int]
+_T = TypeVar("_T")
+
+
+class UsageError(FlowStoneError):
+    """The command line is invalid."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flowstone`` command line and return its exit code.
+
+    Args:
+        argv: The arguments after the program name (default: ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    database_url = getattr(args, "database_url", None)
+    if database_url:
+        # Before the pipeline module is imported: a Pipeline built without a store opens
+        # config.database_url() on first use.
+        os.environ[config.DATABASE_URL_ENV] = database_url
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except FlowStoneError as exc:
+        return _report(exc, debug, exit_code(exc))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`flowstone history x | head`): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        # A bug, in FlowStone or in code it called: say so in one line unless asked for more.
+        return _report(exc, debug, EXIT_RUN_FAILED, unexpected=True)
+
+
+def exit_code(exc: FlowStoneError) -> int:
+    """The exit code for an error that ends a command."""
+    if isinstance(exc, DefinitionError | PartitionError | UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, StoreError | PipelineLoadError):
+        return EXIT_ENVIRONMENT
+    return EXIT_RUN_FAILED
+
+
+def _report(exc: BaseException, debug: bool, code: int, *, unexpected: bool = False) -> int:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    message = f"unexpected {type(exc).__name__}: {exc}" if unexpected else str(exc)
+    if unexpected and not debug:
+        message += " (rerun with --debug for the traceback)"
+    _error(message)
+    return code
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _emit(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# --- the parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``flowstone`` argument parser."""
+    # Global options are accepted before and after the command (`flowstone -p x status` and
+    # `flowstone status -p x`); SUPPRESS keeps a subcommand from resetting what came before.
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("global options")
+    group.add_argument(
+        "-p",
+        "--pipeline",
+        metavar="SPEC",
+        default=argparse.SUPPRESS,
+        help="the pipeline: package.module:attribute or path/to/file.py:attribute "
+        f"(default: ${PIPELINE_ENV}, then [tool.flowstone] pipeline in ./pyproject.toml)",
+    )
+    group.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=f"the metadata store URL (sets ${config.DATABASE_URL_ENV}; default: "
+        f"sqlite:///${config.HOME_ENV}/flowstone.db)",
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and debug logs",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="FlowStone: materialize assets and inspect their runs, lineage and audit log.",
+        epilog=_TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {flowstone.__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    commands.required = True
+
+    def command(name: str, handler: Handler, help_text: str, epilog: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("materialize", _materialize, "compute assets now, in this process", _MAT_EPILOG)
+    sub.add_argument("assets", nargs="+", metavar="ASSET", help="the assets to materialize")
+    _partition_option(sub, "the partition to materialize (e.g. 2025-01-15, us|2025-01-15)")
+    sub.add_argument(
+        "--with-deps",
+        action="store_true",
+        help="also materialize everything they depend on, first (each asset once)",
+    )
+    sub.add_argument(
+        "--io-manager", metavar="NAME", help="store every value of this run with this I/O manager"
+    )
+    sub.add_argument(
+        "--tag",
+        action="append",
+        type=_tag,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label stored on the run (repeatable)",
+    )
+    _json_option(sub)
+
+    sub = command(
+        "status",
+        _status,
+        "show the latest materialization of each asset and partition",
+        _STATUS_EPILOG,
+    )
+    sub.add_argument("assets", nargs="*", metavar="ASSET", help="only these assets")
+    _json_option(sub)
+
+    sub = command("history", _history, "list an asset's materializations", _HISTORY_EPILOG)
+    sub.add_argument("asset", metavar="ASSET")
+    _partition_option(sub, "only this partition")
+    sub.add_argument(
+        "--limit", type=_positive, default=20, metavar="N", help="at most N (default: 20)"
+    )
+    sub.add_argument(
+        "--errors",
+        action="store_true",
+        help="only failures, each with its error type, message and traceback",
+    )
+    _json_option(sub)
+
+    sub = command(
+        "lineage", _lineage, "show what fed an asset, or what it feeds", _LINEAGE_EPILOG
+    )
+    sub.add_argument(
+        "direction",
+        choices=("upstream", "downstream", "impact"),
+        help="upstream: the materializations it read; downstream: what read it; impact: "
+        "downstream with each dependent's latest status",
+    )
+    sub.add_argument("asset", metavar="ASSET")
+    _partition_option(sub, "the partition (required for a partitioned asset)")
+    sub.add_argument(
+        "--depth", type=_positive, default=10, metavar="N", help="at most N steps (default: 10)"
+    )
+    _json_option(sub)
+
+    sub = command("graph", _graph, "print the asset graph", _GRAPH_EPILOG)
+    formats = sub.add_mutually_exclusive_group()
+    formats.add_argument(
+        "--format",
+        choices=("text", "mermaid", "dot"),
+        default="text",
+        help="text (default), Mermaid, or Graphviz dot",
+    )
+    formats.add_argument("--json", action="store_true", help="the assets as JSON")
+
+    sub = command("db", _db_help, "manage the metadata database", _DB_EPILOG)
+    db_commands = sub.add_subparsers(title="db commands", dest="db_command", metavar="COMMAND")
+    db_commands.required = True
+    for name, handler, help_text in (
+        ("upgrade", _db_upgrade, "migrate the database to this FlowStone's schema"),
+        ("current", _db_current, "print the database's schema revision"),
+    ):
+        db_sub = db_commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=_DB_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
+        db_sub.set_defaults(handler=handler)
+        _json_option(db_sub)
+
+    sub = command("audit", _audit, "show the audit log, newest last", _AUDIT_EPILOG)
+    sub.add_argument("--run", metavar="RUN_ID", help="only this run (a unique prefix is enough)")
+    sub.add_argument("--asset", metavar="ASSET", help="only events about this asset")
+    sub.add_argument(
+        "--limit", type=_positive, default=50, metavar="N", help="the last N (default: 50)"
+    )
+    _json_option(sub)
+    return parser
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _partition_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--partition", metavar="P", help=help_text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+@contextmanager
+def _pipeline(args: argparse.Namespace) -> Iterator[Pipeline]:
+    pipeline = load_pipeline(find_spec(getattr(args, "pipeline", None)))
+    try:
+        yield pipeline
+    finally:
+        pipeline.close()
+
+
+def _parse_partition(pipeline: Pipeline, asset: str, text: str | None) -> Partition:
+    """``--partition`` for one asset, parsed by the asset's own partitions definition."""
+    definition = pipeline.graph.get(asset).partitioned_by
+    if text is None:
+        return None
+    if definition is None:
+        raise PartitionError(f"Asset {asset!r} is not partitioned: drop --partition.")
+    return definition.parse(text)
+
+
+# --- materialize -----------------------------------------------------------------------------
+class _Progress:
+    """Prints one line on stderr as each materialization ends (called from worker threads)."""
+
+    def __init__(self, width: int) -> None:
+        self._width = width
+        self._lock = threading.Lock()
+        self._ok, self._failed, self._skipped = output.status_marks(sys.stderr)
+
+    def __call__(self, event: TelemetryEvent) -> None:
+        meta = event.metadata
+        asset = str(meta.get("asset", "?")).ljust(self._width)
+        if event.name == "materialization.stop":
+            line = f"{self._ok} {asset}  {output.human_duration(event.measurements.get('duration_ms'))}"
+        elif event.name == "materialization.exception":
+            error = output.first_line(str(meta.get("error", "")))
+            line = f"{self._failed} {asset}  {meta.get('error_type')}: {error}"
+        elif event.name == "materialization.skipped":
+            line = f"{self._skipped} {asset}  skipped ({meta.get('reason')})"
+        else:
+            return
+        with self._lock:
+            _note(line.rstrip())
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    with _pipeline(args) as pipeline:
+        selection = pipeline.graph.select(args.assets, with_upstream=args.with_deps)
+        partition: Partition = None
+        if args.partition is not None:
+            definition = next(
+                (d for d in (pipeline.graph.get(n).partitioned_by for n in selection) if d),
+                None,
+            )
+            # With no partitioned asset, Pipeline says the partition cannot apply.
+            partition = args.partition if definition is None else definition.parse(args.partition)
+        shown = "" if partition is None else f" for partition {args.partition}"
+        count = f"{len(selection)} asset{'s' if len(selection) != 1 else ''}"
+        _note(f"Materializing {count}{shown}...")
+        unsubscribe = pipeline.subscribe(
+            _Progress(max(len(n) for n in selection)), prefix="materialization."
+        )
+        clock = time.perf_counter()
+        try:
+            result = pipeline.materialize(
+                *args.assets,
+                partition=partition,
+                with_upstream=args.with_deps,
+                io_manager=args.io_manager,
+                tags=dict(args.tag),
+            )
+        finally:
+            unsubscribe()
+        elapsed = (time.perf_counter() - clock) * 1000.0
+    if args.json:
+        _emit(
+            output.to_json(
+                {
+                    "run_id": result.run_id,
+                    "status": result.status.value,
+                    "ok": result.ok,
+                    "partition": output.json_partition(result.partition_key),
+                    "partition_key": result.partition_key,
+                    "materializations": [
+                        output.materialization_dict(r) for r in result.materializations
+                    ],
+                }
+            )
+        )
+    else:
+        rows = [
+            (
+                r.asset,
+                output.human_partition(r.partition_key),
+                r.status.value,
+                output.human_duration(r.duration_ms),
+            )
+            for r in result.materializations
+        ]
+        _emit(output.table(("asset", "partition", "status", "duration"), rows, right=[3]))
+    if result.ok:
+        _note(f"Run {result.run_id} succeeded in {output.human_duration(elapsed)}.")
+        return EXIT_OK
+    _error(_run_failure(result))
+    return EXIT_RUN_FAILED
+
+
+def _run_failure(result: RunResult) -> str:
+    parts = [
+        f"{r.asset} failed ({r.error_type}: {output.first_line(r.error_message, 120)})"
+        for r in result.failed
+    ]
+    if result.skipped:
+        parts.append("skipped: " + ", ".join(r.asset for r in result.skipped))
+    parts.extend(
+        f"{r.asset} {r.status.value}"
+        for r in result.materializations
+        if r.status not in (Status.SUCCESS, Status.FAILED, Status.SKIPPED)
+    )
+    message = f"run {result.run_id} {result.status.value}: {'; '.join(parts)}."
+    if result.failed:
+        message += (
+            f" See the traceback with `{PROG} history {result.failed[0].asset} --errors`."
+        )
+    return message
+
+
+# --- status, history -------------------------------------------------------------------------
+def _status(args: argparse.Namespace) -> int:
+    with _pipeline(args) as pipeline:
+        records = pipeline.status(*args.assets)
+        order = list(dict.fromkeys(args.assets)) or list(pipeline.graph.topological_order())
+    by_asset: dict[str, list[MaterializationRecord]] = {}
+    for record in records:
+        by_asset.setdefault(record.asset, []).append(record)
+    # Assets recorded but no longer in the pipeline still have a history worth showing.
+    order += sorted(set(by_asset) - set(order))
+    latest: list[tuple[str, MaterializationRecord | None]] = []
+    for asset in order:
+        found = sorted(by_asset.get(asset, []), key=lambda r: r.partition_key)
+        latest.extend([(asset, r) for r in found] or [(asset, None)])
+    if args.json:
+        _emit(output.to_json([_status_dict(asset, record) for asset, record in latest]))
+        return EXIT_OK
+    rows = [
+        (asset, output.NONE, "never", output.NONE, output.NONE, output.NONE)
+        if r is None
+        else (
+            asset,
+            output.human_partition(r.partition_key),
+            r.status.value,
+            output.human_time(r.completed_at),
+            output.human_duration(r.duration_ms),
+            output.short_id(r.run_id),
+        )
+        for asset, r in latest
+    ]
+    headers = ("asset", "partition", "status", "completed", "duration", "run")
+    _emit(output.table(headers, rows, right=[4]))
+    return EXIT_OK
+
+
+def _status_dict(asset: str, record: MaterializationRecord | None) -> dict[str, Any]:
+    if record is None:
+        return {
+            "asset": asset,
+            "partition": None,
+            "partition_key": None,
+            "status": "never",
+            "completed_at": None,
+            "duration_ms": None,
+            "run_id": None,
+            "materialization_id": None,
+            "error_type": None,
+            "error_message": None,
+        }
+    return {
+        "asset": asset,
+        "partition": output.json_partition(record.partition_key),
+        "partition_key": record.partition_key,
+        "status": record.status.value,
+        "completed_at": output.iso(record.completed_at),
+        "duration_ms": record.duration_ms,
+        "run_id": record.run_id,
+        "materialization_id": record.id,
+        "error_type": record.error_type,
+        "error_message": record.error_message,
+    }
+
+
+def _history(args: argparse.Namespace) -> int:
+    with _pipeline(args) as pipeline:
+        partition = _parse_partition(pipeline, args.asset, args.partition)
+        if args.errors:
+            # Filtering in the store keeps --limit meaning "the last N failures".
+            key = None if args.partition is None else encode_partition(partition)
+            records = pipeline.store.list_materializations(
+                asset=args.asset, partition_key=key, status=Status.FAILED, limit=args.limit
+            )
+        else:
+            records = pipeline.history(args.asset, partition, limit=args.limit)
+    if args.json:
+        _emit(output.to_json([output.materialization_dict(r) for r in records]))
+        return EXIT_OK
+    what = "failed materializations" if args.errors else "materializations"
+    if not records:
+        where = "" if args.partition is None else f" for partition {args.partition}"
+        _note(f"No {what} of {args.asset!r}{where}.")
+        return EXIT_OK
+    if args.errors:
+        _emit("\n".join(_error_block(r) for r in records))
+        return EXIT_OK
+    rows = [
+        (
+            output.human_time(r.started_at or r.created_at),
+            output.human_partition(r.partition_key),
+            r.status.value,
+            output.human_duration(r.duration_ms),
+            str(r.attempt),
+            output.short_id(r.run_id),
+            output.first_line(
+                None if r.error_type is None else f"{r.error_type}: {r.error_message}", 80
+            )
+            or output.NONE,
+        )
+        for r in records
+    ]
+    headers = ("started", "partition", "status", "duration", "attempt", "run", "error")
+    _emit(output.table(headers, rows, right=[3, 4]))
+    return EXIT_OK
+
+
+def _error_block(record: MaterializationRecord) -> str:
+    head = (
+        f"{record.asset}  partition {output.human_partition(record.partition_key)}  "
+        f"run {record.run_id}  attempt {record.attempt}  "
+        f"{output.human_time(record.completed_at or record.created_at)}"
+    )
+    lines = [head, f"{record.error_type}: {record.error_message}"]
+    if record.error_traceback:
+        lines.extend("    " + line for line in record.error_traceback.rstrip().splitlines())
+    return "\n".join(lines) + "\n"
+
+
+# --- lineage, graph --------------------------------------------------------------------------
+def _lineage(args: argparse.Namespace) -> int:
+    with _pipeline(args) as pipeline:
+        partition = _parse_partition(pipeline, args.asset, args.partition)
+        query = {
+            "upstream": pipeline.upstream_lineage,
+            "downstream": pipeline.downstream_lineage,
+            "impact": pipeline.impact,
+        }[args.direction]
+        nodes = query(args.asset, partition, depth=args.depth)
+    key = encode_partition(partition)
+    if args.json:
+        _emit(
+            output.to_json(
+                {
+                    "direction": args.direction,
+                    "asset": args.asset,
+                    "partition": output.json_partition(key),
+                    "partition_key": key,
+                    "depth": args.depth,
+                    "nodes": [output.lineage_dict(n) for n in nodes],
+                }
+            )
+        )
+        return EXIT_OK
+    arrow = "<-" if args.direction == "upstream" else "->"
+    lines = [f"{args.asset} [{output.human_partition(key)}]"]
+    for node in nodes:
+        status = "" if node.status is None else f"  {node.status.value}"
+        run = "" if node.run_id is None else f"  run {output.short_id(node.run_id)}"
+        lines.append(
+            f"{'  ' * node.depth}{arrow} {node.asset} [{output.human_partition(node.partition_key)}]"
+            f"{status}{run}"
+        )
+    _emit("\n".join(lines) + "\n")
+    if not nodes:
+        hint = (
+            f"; is it materialized? (`{PROG} status {args.asset}`)"
+            if args.direction == "upstream"
+            else ""
+        )
+        _note(f"No {args.direction} lineage recorded for {args.asset!r}{hint}.")
+    return EXIT_OK
+
+
+def _graph(args: argparse.Namespace) -> int:
+    with _pipeline(args) as pipeline:
+        graph = pipeline.graph
+        if args.json:
+            assets = []
+            for name in graph.topological_order():
+                definition = graph.get(name)
+                partitions = definition.partitioned_by
+                assets.append(
+                    {
+                        "name": name,
+                        "description": definition.description,
+                        "deps": list(definition.deps),
+                        "dependents": list(graph.dependents(name)),
+                        "partitions": None if partitions is None else partitions.describe(),
+                        "io_manager": definition.io_manager,
+                        "code_version": definition.code_version,
+                        "tags": dict(definition.tags),
+                    }
+                )
+            _emit(output.to_json({"assets": assets}))
+            return EXIT_OK
+        render = {"text": graph.to_text, "mermaid": graph.to_mermaid, "dot": graph.to_dot}
+        _emit(render[args.format]())
+    return EXIT_OK
+
+
+# --- db --------------------------------------------------------------------------------------
+def _db_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a command
+    raise UsageError("Choose a db command: upgrade or current.")
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from flowstone.store import migrate
+
+    url = config.database_url()
+    before = _migrating(url, lambda: migrate.current_revision(url))
+    _migrating(url, lambda: migrate.upgrade(url))
+    after = _migrating(url, lambda: migrate.current_revision(url))
+    if args.json:
+        _emit(
+            output.to_json(
+                {"url": output.redact_url(url), "from": before, "to": after, "head": migrate.HEAD_REVISION}
+            )
+        )
+    elif before == after:
+        _emit(f"{output.redact_url(url)}: already at revision {after} (head)\n")
+    else:
+        _emit(f"{output.redact_url(url)}: {before or '(empty)'} -> {after}\n")
+    return EXIT_OK
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from flowstone.store import migrate
+
+    url = config.database_url()
+    revision = _migrating(url, lambda: migrate.current_revision(url))
+    head = migrate.HEAD_REVISION
+    if args.json:
+        _emit(
+            output.to_json(
+                {
+                    "url": output.redact_url(url),
+                    "revision": revision,
+                    "head": head,
+                    "up_to_date": revision == head,
+                }
+            )
+        )
+        return EXIT_OK
+    if revision == head:
+        _emit(f"{revision} (head)\n")
+    else:
+        _emit(f"{revision or '(empty)'}\n")
+        _note(f"The schema is not at head ({head}): run `{PROG} db upgrade`.")
+    return EXIT_OK
+
+
+def _migrating(url: str, call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except FlowStoneError:
+        raise
+    except Exception as exc:
+        raise StoreError(
+            f"Cannot migrate the metadata database {output.redact_url(url)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# --- audit -----------------------------------------------------------------------------------
+def _audit(args: argparse.Namespace) -> int:
+    with _pipeline(args) as pipeline:
+        run_id = None if args.run is None else _resolve_run_id(pipeline, args.run)
+        # The store returns the oldest first; the newest N are the interesting ones.
+        events = pipeline.audit_log(run_id=run_id, asset=args.asset, limit=None)[-args.limit :]
+        if not events and args.asset is not None and args.asset not in pipeline.graph:
+            raise UnknownAssetError(args.asset, pipeline.graph.assets)
+    if args.json:
+        _emit(output.to_json([output.audit_dict(e) for e in events]))
+        return EXIT_OK
+    if not events:
+        _note("No audit events match.")
+        return EXIT_OK
+    rows = [
+        (
+            output.human_time(e.occurred_at),
+            e.action,
+            f"{e.resource_type}:{e.resource_id}",
+            e.actor,
+            output.short_id(e.correlation_id),
+            output.details_text(e.details),
+        )
+        for e in events
+    ]
+    _emit(output.table(("time", "action", "resource", "actor", "run", "details"), rows))
+    return EXIT_OK
+
+
+def _resolve_run_id(pipeline: Pipeline, text: str) -> str:
+    """A full run id from a unique prefix (tables show the first 8 characters)."""
+    store = pipeline.store
+    if store.get_run(text) is not None:
+        return text
+    matches = [run.id for run in store.list_runs(limit=10_000) if run.id.startswith(text)]
+    if len(matches) > 1:
+        raise UsageError(
+            f"Run id prefix {text!r} matches {len(matches)} runs; give more characters."
+        )
+    return matches[0] if matches else text
+
+
+# --- help texts ------------------------------------------------------------------------------
+_TOP_EPILOG = f"""\
+Run `{PROG} COMMAND --help` for a command's options and examples.
+
+locating the pipeline (the first one given wins):
+  --pipeline/-p SPEC     package.module:attribute or path/to/file.py:attribute
+  ${PIPELINE_ENV}    the same SPEC
+  ./pyproject.toml       [tool.flowstone] pipeline = "SPEC"
+  Without ":attribute", the module's only Pipeline is used.
+
+environment:
+  {config.DATABASE_URL_ENV}  the metadata store URL
+  {config.HOME_ENV}          the folder for the embedded database and stored values
+                          (default: .flowstone)
+
+output: data on stdout (tables, or JSON with --json), progress and messages on stderr.
+
+{EXIT_CODES}
+"""
+
+_MAT_EPILOG = f"""\
+examples:
+  {PROG} materialize raw_events
+  {PROG} materialize daily_report --with-deps --partition 2025-01-15
+  {PROG} -p flows/etl.py:pipeline materialize cleaned --tag owner=ana --json
+
+Progress goes to stderr as each asset finishes, then a summary table (or JSON) to stdout.
+A run with failed or skipped materializations exits with 1.
+"""
+
+_STATUS_EPILOG = f"""\
+examples:
+  {PROG} status
+  {PROG} status daily_report --json
+
+Assets never materialized are listed with status "never".
+"""
+
+_HISTORY_EPILOG = f"""\
+examples:
+  {PROG} history cleaned
+  {PROG} history daily_report --partition 2025-01-15 --limit 5
+  {PROG} history cleaned --errors
+"""
+
+_LINEAGE_EPILOG = f"""\
+examples:
+  {PROG} lineage upstream daily_report --partition 2025-01-15
+  {PROG} lineage downstream raw_events --depth 2
+  {PROG} lineage impact raw_events --json
+"""
+
+_GRAPH_EPILOG = f"""\
+examples:
+  {PROG} graph
+  {PROG} graph --format mermaid > assets.mmd
+  {PROG} graph --format dot | dot -Tsvg > assets.svg
+"""
+
+_DB_EPILOG = f"""\
+examples:
+  {PROG} db upgrade
+  {PROG} db upgrade --database-url postgresql+psycopg://flowstone@db/flowstone
+  {PROG} db current --json
+
+The URL is --database-url, else ${config.DATABASE_URL_ENV}, else the SQLite file under
+${config.HOME_ENV}. No pipeline is needed.
+"""
+
+_AUDIT_EPILOG = f"""\
+examples:
+  {PROG} audit
+  {PROG} audit --run 3f2a9c1e
+  {PROG} audit --asset daily_report --limit 20 --json
+"""
+
+__all__ = ["EXIT_CODES", "UsageError", "build_parser", "exit_code", "main"]
