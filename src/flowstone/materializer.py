@@ -36,7 +36,7 @@ from flowstone.errors import (
 from flowstone.graph import AssetGraph
 from flowstone.io import IOManager, StorageKey
 from flowstone.partitions import Partition, encode_partition
-from flowstone.planner import Step, resolve_partition
+from flowstone.planner import Step, StepKey, resolve_partition
 from flowstone.records import (
     AuditEvent,
     LineageEdge,
@@ -90,7 +90,7 @@ class Materializer:
         self,
         step: Step,
         scope: RunScope,
-        upstream: Mapping[str, MaterializationRecord],
+        upstream: Mapping[StepKey, MaterializationRecord],
         *,
         attempt: int = 1,
     ) -> MaterializationRecord:
@@ -99,7 +99,7 @@ class Materializer:
         Args:
             step: What to materialize.
             scope: The run's resources and I/O selection.
-            upstream: Records produced earlier in this run, by asset name; dependencies not in
+            upstream: Records produced earlier in this run, by step key; dependencies not in
                 it are read from the store's latest success.
             attempt: The attempt number, recorded on the materialization.
         """
@@ -207,17 +207,16 @@ class Materializer:
 
     # --- the steps -------------------------------------------------------------------------
     def _resolve_upstream(
-        self, step: Step, upstream: Mapping[str, MaterializationRecord]
+        self, step: Step, upstream: Mapping[StepKey, MaterializationRecord]
     ) -> dict[str, tuple[MaterializationRecord, Partition]]:
         """The exact materialization (and partition) of each dependency to read."""
         found: dict[str, tuple[MaterializationRecord, Partition]] = {}
         for name in step.asset.deps:
             partition = resolve_partition(self._graph.get(name), step.partition)
-            record = upstream.get(name)
+            key = encode_partition(partition)
+            record = upstream.get((name, key))
             if record is None:
-                record = self._store.latest_materialization(
-                    name, encode_partition(partition), status=Status.SUCCESS
-                )
+                record = self._store.latest_materialization(name, key, status=Status.SUCCESS)
                 if record is None:
                     raise MissingUpstreamError(step.asset.name, step.partition, name)
             found[name] = (record, partition)

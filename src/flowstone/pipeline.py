@@ -169,7 +169,7 @@ class Pipeline:
                 f"{sorted(self._io.managers)}."
             )
         plan = plan_run(
-            self.graph, names, partition=partition, with_upstream=with_upstream, run_id=run_id
+            self.graph, names, partitions=(partition,), with_upstream=with_upstream, run_id=run_id
         )
         return self._run(plan, io_manager=io_manager, tags=tags or {})
 

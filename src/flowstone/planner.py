@@ -7,7 +7,7 @@ a failure is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +18,9 @@ from flowstone.partitions import Partition, encode_partition, partition_repr
 from flowstone.records import MaterializationRecord, Status, new_id, utcnow
 
 UNPARTITIONED_KEY = encode_partition(None)
+
+#: Identifies a step within a run: (asset name, encoded partition).
+StepKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,7 +33,12 @@ class Step:
     materialization_id: str
     created_at: datetime
     #: Dependencies that are part of the same plan (the others are read from the store).
-    deps_in_plan: tuple[str, ...]
+    deps_in_plan: tuple[StepKey, ...]
+
+    @property
+    def key(self) -> StepKey:
+        """The step's identity within its run."""
+        return (self.asset.name, self.partition_key)
 
     def pending_record(self, run_id: str) -> MaterializationRecord:
         """The ``pending`` record written when the run is created."""
@@ -47,21 +55,21 @@ class Step:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunPlan:
-    """The steps of one run, in topological order."""
+    """The steps of one run; each step comes after the steps it depends on."""
 
     run_id: str
     targets: tuple[str, ...]
-    partition: Partition
-    partition_key: str
+    #: The encoded partition the run was asked for; None when it spans several partitions.
+    partition_key: str | None
     steps: tuple[Step, ...]
     created_at: datetime
 
-    def dependents(self) -> dict[str, list[str]]:
-        """For each step's asset, the in-plan steps that depend on it."""
-        children: dict[str, list[str]] = {s.asset.name: [] for s in self.steps}
+    def dependents(self) -> dict[StepKey, list[StepKey]]:
+        """For each step, the in-plan steps that depend on it."""
+        children: dict[StepKey, list[StepKey]] = {s.key: [] for s in self.steps}
         for step in self.steps:
             for dep in step.deps_in_plan:
-                children[dep].append(step.asset.name)
+                children[dep].append(step.key)
         return children
 
 
@@ -91,45 +99,67 @@ def plan_run(
     graph: AssetGraph,
     targets: Iterable[str],
     *,
-    partition: Partition = None,
+    partitions: Sequence[Partition] = (None,),
     with_upstream: bool,
     run_id: str | None = None,
 ) -> RunPlan:
-    """Plan the materialization of ``targets`` (and their upstream, if asked) for a partition.
+    """Plan the materialization of ``targets`` (and their upstream, if asked) for one or more
+    partitions.
+
+    Each asset appears once per partition it is materialized for; an unpartitioned asset
+    appears once whatever the number of partitions. Steps are ordered partition by partition
+    (unpartitioned assets first), so a long run makes progress one partition at a time.
 
     Raises:
         UnknownAssetError: a target is not in the graph.
-        PartitionError: the partition does not fit an asset of the plan.
+        PartitionError: a partition does not fit an asset of the plan.
     """
     target_names = tuple(dict.fromkeys(targets)) or graph.topological_order()
     names = graph.select(target_names, with_upstream=with_upstream)
-    if partition is not None and all(graph.get(n).partitioned_by is None for n in names):
+    assets = [graph.get(n) for n in names]
+    requested = [p for p in partitions if p is not None]
+    if requested and all(a.partitioned_by is None for a in assets):
         raise PartitionError(
             f"None of {', '.join(repr(n) for n in target_names)} is partitioned, but partition "
-            f"{partition_repr(partition)} was given. Drop the partition, or declare the asset "
+            f"{partition_repr(requested[0])} was given. Drop the partition, or declare the asset "
             "with @asset(partitioned_by=...)."
         )
-    in_plan = set(names)
     created_at = utcnow()
+    in_plan: set[StepKey] = set()
     steps: list[Step] = []
-    for name in names:
-        asset = graph.get(name)
-        value = resolve_partition(asset, partition)
+
+    def add(asset: AssetDef, value: Partition) -> None:
+        key = encode_partition(value)
+        if (asset.name, key) in in_plan:  # the same partition asked for twice
+            return
+        deps: list[StepKey] = []
+        for dep in asset.deps:
+            dep_key = (dep, encode_partition(resolve_partition(graph.get(dep), value)))
+            if dep_key in in_plan:
+                deps.append(dep_key)
+        in_plan.add((asset.name, key))
         steps.append(
             Step(
                 asset=asset,
                 partition=value,
-                partition_key=encode_partition(value),
+                partition_key=key,
                 materialization_id=new_id(),
                 created_at=created_at,
-                deps_in_plan=tuple(d for d in asset.deps if d in in_plan),
+                deps_in_plan=tuple(deps),
             )
         )
+
+    for asset in assets:
+        if asset.partitioned_by is None:
+            add(asset, None)
+    for partition in partitions:
+        for asset in assets:
+            if asset.partitioned_by is not None:
+                add(asset, resolve_partition(asset, partition))
     return RunPlan(
         run_id=run_id or new_id(),
         targets=target_names,
-        partition=partition,
-        partition_key=encode_partition(partition),
+        partition_key=encode_partition(partitions[0]) if len(partitions) == 1 else None,
         steps=tuple(steps),
         created_at=created_at,
     )

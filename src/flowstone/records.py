@@ -133,7 +133,8 @@ class RunRecord:
     id: str
     status: RunStatus
     targets: tuple[str, ...]
-    partition_key: str
+    #: The encoded partition asked for; None for a run over several partitions.
+    partition_key: str | None
     created_at: datetime
     completed_at: datetime | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -154,7 +155,7 @@ class RunResult:
 
     run_id: str
     status: RunStatus
-    partition_key: str
+    partition_key: str | None
     materializations: tuple[MaterializationRecord, ...]
 
     @property
@@ -173,10 +174,24 @@ class RunResult:
         return tuple(r for r in self.materializations if r.status == Status.SKIPPED)
 
     def __getitem__(self, asset: str) -> MaterializationRecord:
+        """The record of ``asset`` in this run (for a run over several partitions, use
+        :meth:`get` with the partition key)."""
+        found = [r for r in self.materializations if r.asset == asset]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise KeyError(f"asset {asset!r} was not part of run {self.run_id}")
+        raise KeyError(
+            f"asset {asset!r} ran for {len(found)} partitions in run {self.run_id}; "
+            "use result.get(asset, partition_key)"
+        )
+
+    def get(self, asset: str, partition_key: str) -> MaterializationRecord | None:
+        """The record of ``asset`` for one encoded partition, or None."""
         for record in self.materializations:
-            if record.asset == asset:
+            if record.asset == asset and record.partition_key == partition_key:
                 return record
-        raise KeyError(f"asset {asset!r} was not part of run {self.run_id}")
+        return None
 
     def raise_for_status(self) -> RunResult:
         """Raise :class:`~flowstone.errors.RunFailedError` unless the run succeeded.

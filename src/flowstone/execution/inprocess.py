@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent import futures as cf
 
 from flowstone.materializer import Materializer, RunScope
-from flowstone.planner import RunPlan
+from flowstone.planner import RunPlan, StepKey
 from flowstone.records import MaterializationRecord, Status
 
 #: Per-run hook called with each final record, in completion order.
@@ -45,19 +45,20 @@ class InProcessExecutor:
         on_record: OnRecord | None = None,
     ) -> list[MaterializationRecord]:
         """Run every step of ``plan``; return the final records in plan order."""
-        steps = {step.asset.name: step for step in plan.steps}
-        waiting = {name: len(step.deps_in_plan) for name, step in steps.items()}
+        steps = {step.key: step for step in plan.steps}
+        waiting = {key: len(step.deps_in_plan) for key, step in steps.items()}
         children = plan.dependents()
-        done: dict[str, MaterializationRecord] = {}
-        ready = [name for name, count in waiting.items() if count == 0]
-        running: dict[cf.Future[MaterializationRecord], str] = {}
+        done: dict[StepKey, MaterializationRecord] = {}
+        ready = [key for key, count in waiting.items() if count == 0]
+        running: dict[cf.Future[MaterializationRecord], StepKey] = {}
 
         def finish(record: MaterializationRecord) -> None:
-            done[record.asset] = record
+            key = (record.asset, record.partition_key)
+            done[key] = record
             if on_record is not None:
                 on_record(record)
             if record.status == Status.SUCCESS:
-                for child in children[record.asset]:
+                for child in children[key]:
                     waiting[child] -= 1
                     # A child with another, failed parent is already recorded skipped.
                     if waiting[child] == 0 and child not in done:
@@ -68,7 +69,7 @@ class InProcessExecutor:
                     reason = record.error_message
                 else:
                     reason = f"upstream asset {record.asset!r} {record.status.value}"
-                for child in children[record.asset]:
+                for child in children[key]:
                     if child not in done:
                         finish(materializer.skip(steps[child], plan.run_id, reason))
 
@@ -76,19 +77,19 @@ class InProcessExecutor:
             # A lone ready step with nothing in flight runs on this thread: a chain needs no
             # thread hand-offs, and it is still the same materializer path.
             if len(ready) == 1 and not running:
-                name = ready.pop()
-                finish(materializer.run(steps[name], scope, done))
+                finish(materializer.run(steps[ready.pop()], scope, done))
                 continue
             while ready:
-                name = ready.pop(0)
-                # `done` is only read by workers for this step's dependencies, which are final.
-                future = self._executor().submit(materializer.run, steps[name], scope, dict(done))
-                running[future] = name
+                step = steps[ready.pop(0)]
+                # A worker reads only the records of this step's dependencies, all final.
+                upstream = {dep: done[dep] for dep in step.deps_in_plan}
+                future = self._executor().submit(materializer.run, step, scope, upstream)
+                running[future] = step.key
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in finished:
                 del running[future]
                 finish(future.result())
-        return [done[step.asset.name] for step in plan.steps]
+        return [done[step.key] for step in plan.steps]
 
     def _executor(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
