@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import flowstone
 from flowstone import config
@@ -137,8 +137,35 @@ def _emit(text: str) -> None:
 # --- the parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The full ``flowstone`` argument parser."""
-    # Global options are accepted before and after the command (`flowstone -p x status` and
-    # `flowstone status -p x`); SUPPRESS keeps a subcommand from resetting what came before.
+    common = _global_options()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="FlowStone: materialize assets and inspect their runs, lineage and audit log.",
+        epilog=_TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {flowstone.__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    commands.required = True
+    for name, handler, help_text, epilog, add_arguments in _COMMANDS:
+        add_arguments(_add_command(commands, name, handler, help_text, epilog, common=common))
+    db = _add_command(
+        commands, "db", None, "manage the metadata database", _DB_EPILOG, common=common
+    )
+    db_commands = db.add_subparsers(title="db commands", dest="db_command", metavar="COMMAND")
+    db_commands.required = True
+    for name, handler, help_text in (
+        ("upgrade", _db_upgrade, "migrate the database to this FlowStone's schema"),
+        ("current", _db_current, "print the database's schema revision"),
+    ):
+        _json_option(_add_command(db_commands, name, handler, help_text, _DB_EPILOG, common=common))
+    return parser
+
+
+def _global_options() -> argparse.ArgumentParser:
+    # Accepted before and after the command (`flowstone -p x status`, `flowstone status -p x`);
+    # SUPPRESS keeps a subcommand's parser from resetting what came before it.
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("global options")
     group.add_argument(
@@ -162,31 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show tracebacks and debug logs",
     )
+    return common
 
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="FlowStone: materialize assets and inspect their runs, lineage and audit log.",
-        epilog=_TOP_EPILOG,
+
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Handler | None,
+    help_text: str,
+    epilog: str,
+    *,
+    common: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    sub = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {flowstone.__version__}")
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
-    commands.required = True
-
-    def command(name: str, handler: Handler, help_text: str, epilog: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help_text,
-            description=help_text[0].upper() + help_text[1:] + ".",
-            epilog=epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            parents=[common],
-        )
+    if handler is not None:
         sub.set_defaults(handler=handler)
-        return sub
+    return sub
 
-    sub = command("materialize", _materialize, "compute assets now, in this process", _MAT_EPILOG)
+
+def _materialize_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("assets", nargs="+", metavar="ASSET", help="the assets to materialize")
     _partition_option(sub, "the partition to materialize (e.g. 2025-01-15, us|2025-01-15)")
     sub.add_argument(
@@ -207,16 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(sub)
 
-    sub = command(
-        "status",
-        _status,
-        "show the latest materialization of each asset and partition",
-        _STATUS_EPILOG,
-    )
+
+def _status_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("assets", nargs="*", metavar="ASSET", help="only these assets")
     _json_option(sub)
 
-    sub = command("history", _history, "list an asset's materializations", _HISTORY_EPILOG)
+
+def _history_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("asset", metavar="ASSET")
     _partition_option(sub, "only this partition")
     sub.add_argument(
@@ -229,9 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(sub)
 
-    sub = command(
-        "lineage", _lineage, "show what fed an asset, or what it feeds", _LINEAGE_EPILOG
-    )
+
+def _lineage_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "direction",
         choices=("upstream", "downstream", "impact"),
@@ -245,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(sub)
 
-    sub = command("graph", _graph, "print the asset graph", _GRAPH_EPILOG)
+
+def _graph_arguments(sub: argparse.ArgumentParser) -> None:
     formats = sub.add_mutually_exclusive_group()
     formats.add_argument(
         "--format",
@@ -255,32 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     formats.add_argument("--json", action="store_true", help="the assets as JSON")
 
-    sub = command("db", _db_help, "manage the metadata database", _DB_EPILOG)
-    db_commands = sub.add_subparsers(title="db commands", dest="db_command", metavar="COMMAND")
-    db_commands.required = True
-    for name, handler, help_text in (
-        ("upgrade", _db_upgrade, "migrate the database to this FlowStone's schema"),
-        ("current", _db_current, "print the database's schema revision"),
-    ):
-        db_sub = db_commands.add_parser(
-            name,
-            help=help_text,
-            description=help_text[0].upper() + help_text[1:] + ".",
-            epilog=_DB_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            parents=[common],
-        )
-        db_sub.set_defaults(handler=handler)
-        _json_option(db_sub)
 
-    sub = command("audit", _audit, "show the audit log, newest last", _AUDIT_EPILOG)
+def _audit_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--run", metavar="RUN_ID", help="only this run (a unique prefix is enough)")
     sub.add_argument("--asset", metavar="ASSET", help="only events about this asset")
     sub.add_argument(
         "--limit", type=_positive, default=50, metavar="N", help="the last N (default: 50)"
     )
     _json_option(sub)
-    return parser
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -340,7 +347,8 @@ class _Progress:
         meta = event.metadata
         asset = str(meta.get("asset", "?")).ljust(self._width)
         if event.name == "materialization.stop":
-            line = f"{self._ok} {asset}  {output.human_duration(event.measurements.get('duration_ms'))}"
+            duration = output.human_duration(event.measurements.get("duration_ms"))
+            line = f"{self._ok} {asset}  {duration}"
         elif event.name == "materialization.exception":
             error = output.first_line(str(meta.get("error", "")))
             line = f"{self._failed} {asset}  {meta.get('error_type')}: {error}"
@@ -381,32 +389,7 @@ def _materialize(args: argparse.Namespace) -> int:
         finally:
             unsubscribe()
         elapsed = (time.perf_counter() - clock) * 1000.0
-    if args.json:
-        _emit(
-            output.to_json(
-                {
-                    "run_id": result.run_id,
-                    "status": result.status.value,
-                    "ok": result.ok,
-                    "partition": output.json_partition(result.partition_key),
-                    "partition_key": result.partition_key,
-                    "materializations": [
-                        output.materialization_dict(r) for r in result.materializations
-                    ],
-                }
-            )
-        )
-    else:
-        rows = [
-            (
-                r.asset,
-                output.human_partition(r.partition_key),
-                r.status.value,
-                output.human_duration(r.duration_ms),
-            )
-            for r in result.materializations
-        ]
-        _emit(output.table(("asset", "partition", "status", "duration"), rows, right=[3]))
+    _emit(output.to_json(output.run_dict(result)) if args.json else output.run_table(result))
     if result.ok:
         _note(f"Run {result.run_id} succeeded in {output.human_duration(elapsed)}.")
         return EXIT_OK
@@ -428,73 +411,28 @@ def _run_failure(result: RunResult) -> str:
     )
     message = f"run {result.run_id} {result.status.value}: {'; '.join(parts)}."
     if result.failed:
-        message += (
-            f" See the traceback with `{PROG} history {result.failed[0].asset} --errors`."
-        )
+        message += f" See the traceback with `{PROG} history {result.failed[0].asset} --errors`."
     return message
 
 
 # --- status, history -------------------------------------------------------------------------
 def _status(args: argparse.Namespace) -> int:
     with _pipeline(args) as pipeline:
-        records = pipeline.status(*args.assets)
+        # Only this pipeline's assets: several pipelines may share one store.
         order = list(dict.fromkeys(args.assets)) or list(pipeline.graph.topological_order())
+        records = pipeline.status(*order)
     by_asset: dict[str, list[MaterializationRecord]] = {}
     for record in records:
         by_asset.setdefault(record.asset, []).append(record)
-    # Assets recorded but no longer in the pipeline still have a history worth showing.
-    order += sorted(set(by_asset) - set(order))
-    latest: list[tuple[str, MaterializationRecord | None]] = []
+    latest: list[output.Latest] = []
     for asset in order:
         found = sorted(by_asset.get(asset, []), key=lambda r: r.partition_key)
         latest.extend([(asset, r) for r in found] or [(asset, None)])
     if args.json:
-        _emit(output.to_json([_status_dict(asset, record) for asset, record in latest]))
-        return EXIT_OK
-    rows = [
-        (asset, output.NONE, "never", output.NONE, output.NONE, output.NONE)
-        if r is None
-        else (
-            asset,
-            output.human_partition(r.partition_key),
-            r.status.value,
-            output.human_time(r.completed_at),
-            output.human_duration(r.duration_ms),
-            output.short_id(r.run_id),
-        )
-        for asset, r in latest
-    ]
-    headers = ("asset", "partition", "status", "completed", "duration", "run")
-    _emit(output.table(headers, rows, right=[4]))
+        _emit(output.to_json([output.status_dict(asset, record) for asset, record in latest]))
+    else:
+        _emit(output.status_table(latest))
     return EXIT_OK
-
-
-def _status_dict(asset: str, record: MaterializationRecord | None) -> dict[str, Any]:
-    if record is None:
-        return {
-            "asset": asset,
-            "partition": None,
-            "partition_key": None,
-            "status": "never",
-            "completed_at": None,
-            "duration_ms": None,
-            "run_id": None,
-            "materialization_id": None,
-            "error_type": None,
-            "error_message": None,
-        }
-    return {
-        "asset": asset,
-        "partition": output.json_partition(record.partition_key),
-        "partition_key": record.partition_key,
-        "status": record.status.value,
-        "completed_at": output.iso(record.completed_at),
-        "duration_ms": record.duration_ms,
-        "run_id": record.run_id,
-        "materialization_id": record.id,
-        "error_type": record.error_type,
-        "error_message": record.error_message,
-    }
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -516,39 +454,12 @@ def _history(args: argparse.Namespace) -> int:
         where = "" if args.partition is None else f" for partition {args.partition}"
         _note(f"No {what} of {args.asset!r}{where}.")
         return EXIT_OK
-    if args.errors:
-        _emit("\n".join(_error_block(r) for r in records))
-        return EXIT_OK
-    rows = [
-        (
-            output.human_time(r.started_at or r.created_at),
-            output.human_partition(r.partition_key),
-            r.status.value,
-            output.human_duration(r.duration_ms),
-            str(r.attempt),
-            output.short_id(r.run_id),
-            output.first_line(
-                None if r.error_type is None else f"{r.error_type}: {r.error_message}", 80
-            )
-            or output.NONE,
-        )
-        for r in records
-    ]
-    headers = ("started", "partition", "status", "duration", "attempt", "run", "error")
-    _emit(output.table(headers, rows, right=[3, 4]))
-    return EXIT_OK
-
-
-def _error_block(record: MaterializationRecord) -> str:
-    head = (
-        f"{record.asset}  partition {output.human_partition(record.partition_key)}  "
-        f"run {record.run_id}  attempt {record.attempt}  "
-        f"{output.human_time(record.completed_at or record.created_at)}"
+    _emit(
+        "\n".join(map(output.error_block, records))
+        if args.errors
+        else output.history_table(records)
     )
-    lines = [head, f"{record.error_type}: {record.error_message}"]
-    if record.error_traceback:
-        lines.extend("    " + line for line in record.error_traceback.rstrip().splitlines())
-    return "\n".join(lines) + "\n"
+    return EXIT_OK
 
 
 # --- lineage, graph --------------------------------------------------------------------------
@@ -564,28 +475,10 @@ def _lineage(args: argparse.Namespace) -> int:
     key = encode_partition(partition)
     if args.json:
         _emit(
-            output.to_json(
-                {
-                    "direction": args.direction,
-                    "asset": args.asset,
-                    "partition": output.json_partition(key),
-                    "partition_key": key,
-                    "depth": args.depth,
-                    "nodes": [output.lineage_dict(n) for n in nodes],
-                }
-            )
+            output.to_json(output.lineage_dict(args.direction, args.asset, key, args.depth, nodes))
         )
         return EXIT_OK
-    arrow = "<-" if args.direction == "upstream" else "->"
-    lines = [f"{args.asset} [{output.human_partition(key)}]"]
-    for node in nodes:
-        status = "" if node.status is None else f"  {node.status.value}"
-        run = "" if node.run_id is None else f"  run {output.short_id(node.run_id)}"
-        lines.append(
-            f"{'  ' * node.depth}{arrow} {node.asset} [{output.human_partition(node.partition_key)}]"
-            f"{status}{run}"
-        )
-    _emit("\n".join(lines) + "\n")
+    _emit(output.lineage_text(args.direction, args.asset, key, nodes))
     if not nodes:
         hint = (
             f"; is it materialized? (`{PROG} status {args.asset}`)"
@@ -599,35 +492,15 @@ def _lineage(args: argparse.Namespace) -> int:
 def _graph(args: argparse.Namespace) -> int:
     with _pipeline(args) as pipeline:
         graph = pipeline.graph
-        if args.json:
-            assets = []
-            for name in graph.topological_order():
-                definition = graph.get(name)
-                partitions = definition.partitioned_by
-                assets.append(
-                    {
-                        "name": name,
-                        "description": definition.description,
-                        "deps": list(definition.deps),
-                        "dependents": list(graph.dependents(name)),
-                        "partitions": None if partitions is None else partitions.describe(),
-                        "io_manager": definition.io_manager,
-                        "code_version": definition.code_version,
-                        "tags": dict(definition.tags),
-                    }
-                )
-            _emit(output.to_json({"assets": assets}))
-            return EXIT_OK
+    if args.json:
+        _emit(output.to_json(output.graph_dict(graph)))
+    else:
         render = {"text": graph.to_text, "mermaid": graph.to_mermaid, "dot": graph.to_dot}
         _emit(render[args.format]())
     return EXIT_OK
 
 
 # --- db --------------------------------------------------------------------------------------
-def _db_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a command
-    raise UsageError("Choose a db command: upgrade or current.")
-
-
 def _db_upgrade(args: argparse.Namespace) -> int:
     from flowstone.store import migrate
 
@@ -638,7 +511,12 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     if args.json:
         _emit(
             output.to_json(
-                {"url": output.redact_url(url), "from": before, "to": after, "head": migrate.HEAD_REVISION}
+                {
+                    "url": output.redact_url(url),
+                    "from": before,
+                    "to": after,
+                    "head": migrate.HEAD_REVISION,
+                }
             )
         )
     elif before == after:
@@ -700,18 +578,7 @@ def _audit(args: argparse.Namespace) -> int:
     if not events:
         _note("No audit events match.")
         return EXIT_OK
-    rows = [
-        (
-            output.human_time(e.occurred_at),
-            e.action,
-            f"{e.resource_type}:{e.resource_id}",
-            e.actor,
-            output.short_id(e.correlation_id),
-            output.details_text(e.details),
-        )
-        for e in events
-    ]
-    _emit(output.table(("time", "action", "resource", "actor", "run", "details"), rows))
+    _emit(output.audit_table(events))
     return EXIT_OK
 
 
@@ -803,5 +670,32 @@ examples:
   {PROG} audit --run 3f2a9c1e
   {PROG} audit --asset daily_report --limit 20 --json
 """
+
+_COMMANDS: tuple[tuple[str, Handler, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    (
+        "materialize",
+        _materialize,
+        "compute assets now, in this process",
+        _MAT_EPILOG,
+        _materialize_arguments,
+    ),
+    (
+        "status",
+        _status,
+        "show the latest materialization of each asset and partition",
+        _STATUS_EPILOG,
+        _status_arguments,
+    ),
+    ("history", _history, "list an asset's materializations", _HISTORY_EPILOG, _history_arguments),
+    (
+        "lineage",
+        _lineage,
+        "show what fed an asset, or what it feeds",
+        _LINEAGE_EPILOG,
+        _lineage_arguments,
+    ),
+    ("graph", _graph, "print the asset graph", _GRAPH_EPILOG, _graph_arguments),
+    ("audit", _audit, "show the audit log, newest last", _AUDIT_EPILOG, _audit_arguments),
+)
 
 __all__ = ["EXIT_CODES", "UsageError", "build_parser", "exit_code", "main"]

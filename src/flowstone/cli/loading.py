@@ -28,7 +28,7 @@ PIPELINE_ENV = "FLOWSTONE_PIPELINE"
 
 HOW_TO_POINT = (
     "Pass --pipeline package.module:attribute (or path/to/file.py:attribute), set "
-    f"${PIPELINE_ENV}, or add `[tool.flowstone] pipeline = \"...\"` to pyproject.toml."
+    f'${PIPELINE_ENV}, or add `[tool.flowstone] pipeline = "..."` to pyproject.toml.'
 )
 
 

@@ -12,12 +12,13 @@ import enum
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from flowstone.errors import PartitionError
+from flowstone.graph import AssetGraph
 from flowstone.partitions import decode_partition, encode_partition, partition_repr
-from flowstone.records import AuditEvent, LineageNode, MaterializationRecord
+from flowstone.records import AuditEvent, LineageNode, MaterializationRecord, RunResult
 
 #: The encoded key of an unpartitioned asset's materializations.
 UNPARTITIONED = encode_partition(None)
@@ -76,7 +77,7 @@ def human_duration(ms: float | None) -> str:
     seconds = ms / 1000
     if seconds < 60:
         return f"{seconds:.2f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
+    minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m {rest:02d}s"
 
 
@@ -161,7 +162,7 @@ def materialization_dict(record: MaterializationRecord) -> dict[str, Any]:
     }
 
 
-def lineage_dict(node: LineageNode) -> dict[str, Any]:
+def lineage_node_dict(node: LineageNode) -> dict[str, Any]:
     """A lineage node as JSON-ready data."""
     return {
         "asset": node.asset,
@@ -193,6 +194,188 @@ def details_text(details: Mapping[str, Any], limit: int = 100) -> str:
     """Audit details as ``key=value`` pairs on one line (partition keys in human form)."""
     pairs = []
     for key, value in details.items():
-        shown = human_partition(value) if key == "partition_key" and isinstance(value, str) else value
+        if key == "partition_key" and isinstance(value, str):
+            shown = human_partition(value)
+        elif isinstance(value, str):
+            shown = value
+        else:
+            shown = json.dumps(value, ensure_ascii=False, default=_json_default)
         pairs.append(f"{key}={shown}")
     return first_line(" ".join(pairs), limit) or NONE
+
+
+# --- what each command shows -----------------------------------------------------------------
+#: The latest materialization of one asset and partition; None for an asset never materialized.
+Latest = tuple[str, MaterializationRecord | None]
+Direction = Literal["upstream", "downstream", "impact"]
+
+
+def run_table(result: RunResult) -> str:
+    """A run's materializations: asset, partition, status, duration."""
+    rows = [
+        (r.asset, human_partition(r.partition_key), r.status.value, human_duration(r.duration_ms))
+        for r in result.materializations
+    ]
+    return table(("asset", "partition", "status", "duration"), rows, right=[3])
+
+
+def run_dict(result: RunResult) -> dict[str, Any]:
+    """A run's outcome and its materializations."""
+    return {
+        "run_id": result.run_id,
+        "status": result.status.value,
+        "ok": result.ok,
+        "partition": json_partition(result.partition_key),
+        "partition_key": result.partition_key,
+        "materializations": [materialization_dict(r) for r in result.materializations],
+    }
+
+
+def status_table(latest: Sequence[Latest]) -> str:
+    """One row per (asset, partition); ``never`` for an asset with no materialization."""
+    rows = [
+        (asset, NONE, "never", NONE, NONE, NONE)
+        if r is None
+        else (
+            asset,
+            human_partition(r.partition_key),
+            r.status.value,
+            human_time(r.completed_at),
+            human_duration(r.duration_ms),
+            short_id(r.run_id),
+        )
+        for asset, r in latest
+    ]
+    headers = ("asset", "partition", "status", "completed", "duration", "run")
+    return table(headers, rows, right=[4])
+
+
+def status_dict(asset: str, record: MaterializationRecord | None) -> dict[str, Any]:
+    """A status row; every key is present, ``status`` is ``"never"`` without a record."""
+    if record is None:
+        return {
+            "asset": asset,
+            "partition": None,
+            "partition_key": None,
+            "status": "never",
+            "completed_at": None,
+            "duration_ms": None,
+            "run_id": None,
+            "materialization_id": None,
+            "error_type": None,
+            "error_message": None,
+        }
+    return {
+        "asset": asset,
+        "partition": json_partition(record.partition_key),
+        "partition_key": record.partition_key,
+        "status": record.status.value,
+        "completed_at": iso(record.completed_at),
+        "duration_ms": record.duration_ms,
+        "run_id": record.run_id,
+        "materialization_id": record.id,
+        "error_type": record.error_type,
+        "error_message": record.error_message,
+    }
+
+
+def history_table(records: Sequence[MaterializationRecord]) -> str:
+    """An asset's materializations, one line each, errors cut to one short line."""
+    rows = [
+        (
+            human_time(r.started_at or r.created_at),
+            human_partition(r.partition_key),
+            r.status.value,
+            human_duration(r.duration_ms),
+            str(r.attempt),
+            short_id(r.run_id),
+            first_line(None if r.error_type is None else f"{r.error_type}: {r.error_message}", 80)
+            or NONE,
+        )
+        for r in records
+    ]
+    headers = ("started", "partition", "status", "duration", "attempt", "run", "error")
+    return table(headers, rows, right=[3, 4])
+
+
+def error_block(record: MaterializationRecord) -> str:
+    """A failure in full: where, when, the error, and its traceback indented."""
+    head = (
+        f"{record.asset}  partition {human_partition(record.partition_key)}  "
+        f"run {record.run_id}  attempt {record.attempt}  "
+        f"{human_time(record.completed_at or record.created_at)}"
+    )
+    lines = [head, f"{record.error_type}: {record.error_message}"]
+    if record.error_traceback:
+        lines.extend("    " + line for line in record.error_traceback.rstrip().splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def lineage_text(
+    direction: Direction, asset: str, partition_key: str, nodes: Sequence[LineageNode]
+) -> str:
+    """The starting point, then each node indented by its depth."""
+    arrow = "<-" if direction == "upstream" else "->"
+    lines = [f"{asset} [{human_partition(partition_key)}]"]
+    for node in nodes:
+        status = "" if node.status is None else f"  {node.status.value}"
+        run = "" if node.run_id is None else f"  run {short_id(node.run_id)}"
+        where = human_partition(node.partition_key)
+        lines.append(f"{'  ' * node.depth}{arrow} {node.asset} [{where}]{status}{run}")
+    return "\n".join(lines) + "\n"
+
+
+def lineage_dict(
+    direction: Direction,
+    asset: str,
+    partition_key: str,
+    depth: int,
+    nodes: Sequence[LineageNode],
+) -> dict[str, Any]:
+    """A lineage answer: where it started, and the nodes."""
+    return {
+        "direction": direction,
+        "asset": asset,
+        "partition": json_partition(partition_key),
+        "partition_key": partition_key,
+        "depth": depth,
+        "nodes": [lineage_node_dict(n) for n in nodes],
+    }
+
+
+def graph_dict(graph: AssetGraph) -> dict[str, Any]:
+    """The assets in topological order, with their edges and declared properties."""
+    assets = []
+    for name in graph.topological_order():
+        definition = graph.get(name)
+        partitions = definition.partitioned_by
+        assets.append(
+            {
+                "name": name,
+                "description": definition.description,
+                "deps": list(definition.deps),
+                "dependents": list(graph.dependents(name)),
+                "partitions": None if partitions is None else partitions.describe(),
+                "io_manager": definition.io_manager,
+                "code_version": definition.code_version,
+                "tags": dict(definition.tags),
+            }
+        )
+    return {"assets": assets}
+
+
+def audit_table(events: Sequence[AuditEvent]) -> str:
+    """Audit events, one line each, details as ``key=value`` pairs."""
+    rows = [
+        (
+            human_time(e.occurred_at),
+            e.action,
+            f"{e.resource_type}:"
+            + (short_id(e.resource_id) if e.resource_type == "run" else e.resource_id),
+            e.actor,
+            short_id(e.correlation_id),
+            details_text(e.details),
+        )
+        for e in events
+    ]
+    return table(("time", "action", "resource", "actor", "run", "details"), rows)

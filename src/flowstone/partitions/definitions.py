@@ -46,10 +46,9 @@ class PartitionsDefinition(ABC):
     definition; a definition is always truthy, even when it has no keys yet.
 
     Example:
-        >>> from datetime import date
-        >>> days = DailyPartitions("2025-01-01", "2025-02-01")  # doctest: +SKIP
-        >>> list(days.keys_between(date(2025, 1, 30), date(2025, 1, 31)))  # doctest: +SKIP
-        [datetime.date(2025, 1, 30), datetime.date(2025, 1, 31)]
+        >>> letters = StaticPartitions(["a", "b", "c", "d"])
+        >>> list(letters.keys_between("b", "c")), letters.index("c")
+        (['b', 'c'], 2)
     """
 
     __slots__ = ()

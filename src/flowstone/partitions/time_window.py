@@ -153,7 +153,8 @@ class TimeWindowPartitions(PartitionsDefinition):
         """Say why an off-grid ``key`` is off the grid ("is not the first day of a month")."""
 
     @abstractmethod
-    def _repr_fields(self) -> list[str]: ...
+    def _repr_fields(self) -> list[str]:
+        """Return the ``name=value`` fields the repr shows before the time zone."""
 
     # --- shared behaviour ------------------------------------------------------------------
 

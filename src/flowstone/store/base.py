@@ -38,11 +38,15 @@ class MetadataStore(Protocol):
         materializations: Sequence[MaterializationRecord] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> None:
-        """Insert a run with its planned (usually ``pending``) materializations, atomically."""
+        """Insert a run with its planned (usually ``pending``) materializations, atomically.
+
+        The materializations are saved as by :meth:`save_materialization` (same rules); if one
+        is rejected, nothing of the call is stored.
+        """
         ...
 
     def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
-        """Replace a run's status and completion time."""
+        """Replace a run's status and completion time (a run not stored yet is inserted)."""
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -50,7 +54,7 @@ class MetadataStore(Protocol):
         ...
 
     def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
-        """Runs, newest first."""
+        """Runs, newest first (newest ``created_at``; ties: the later created first)."""
         ...
 
     # --- materializations ------------------------------------------------------------------
@@ -61,7 +65,13 @@ class MetadataStore(Protocol):
         lineage: Sequence[LineageEdge] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> None:
-        """Insert or replace (by id) a materialization, with its lineage and audit, atomically."""
+        """Insert or replace (by id) a materialization, with its lineage and audit, atomically.
+
+        A materialization's run, asset, partition and ``created_at`` are fixed by its first
+        save; each (run, asset, partition) has one materialization; each lineage edge's
+        ``materialization_id`` must be this record or one saved before. A call breaking
+        these raises :class:`~flowstone.errors.StoreError` and stores nothing.
+        """
         ...
 
     def get_materialization(self, materialization_id: str) -> MaterializationRecord | None:
@@ -72,7 +82,7 @@ class MetadataStore(Protocol):
         self, asset: str, partition_key: str, *, status: Status | None = None
     ) -> MaterializationRecord | None:
         """The most recently created materialization of (asset, partition), optionally of one
-        status."""
+        status. "Most recent" is newest ``created_at``, ties broken by save order."""
         ...
 
     def list_materializations(
@@ -90,15 +100,18 @@ class MetadataStore(Protocol):
     def latest_per_partition(
         self, assets: Sequence[str] | None = None
     ) -> list[MaterializationRecord]:
-        """For each (asset, partition) ever recorded, its most recent materialization."""
+        """For each (asset, partition) ever recorded, its most recent materialization.
+
+        Ordered by asset, then partition.
+        """
         ...
 
     # --- lineage ---------------------------------------------------------------------------
     def upstream(self, materialization_id: str, *, depth: int = 10) -> list[LineageNode]:
         """The exact materializations that fed this one, transitively, up to ``depth`` steps.
 
-        Each node carries the upstream materialization's id, run and status; ordered by depth,
-        then asset, then partition.
+        Each node carries the upstream materialization's id, run and status (None when the
+        store does not hold it); ordered by depth, then asset, then partition, then id.
         """
         ...
 
@@ -117,7 +130,7 @@ class MetadataStore(Protocol):
 
     # --- audit -----------------------------------------------------------------------------
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
-        """Append events to the audit log."""
+        """Append events to the audit log. The store numbers them (``id``), in order."""
         ...
 
     def list_audit(

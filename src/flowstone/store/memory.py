@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
+from flowstone.errors import StoreError
 from flowstone.records import (
     AuditEvent,
     LineageEdge,
@@ -32,6 +33,9 @@ class MemoryStore:
         # Insertion order stands in for creation order: ids are random, created_at may tie.
         self._order: dict[str, int] = {}
         self._latest: dict[tuple[str, str], str] = {}
+        # (run, asset, partition) -> id: one materialization each, as the SQL schema enforces.
+        self._by_run_key: dict[tuple[str, str, str], str] = {}
+        self._run_order: dict[str, int] = {}
         self._edges: list[LineageEdge] = []
         self._edges_by_mat: dict[str, list[LineageEdge]] = {}
         self._edges_by_upstream: dict[tuple[str, str], list[LineageEdge]] = {}
@@ -45,6 +49,9 @@ class MemoryStore:
         audit: Sequence[AuditEvent] = (),
     ) -> None:
         with self._lock:
+            # Check everything before changing anything: the call is atomic, as in SQL.
+            self._check(materializations, ())
+            self._run_order.setdefault(run.id, len(self._run_order))
             self._runs[run.id] = run
             for record in materializations:
                 self._put(record)
@@ -52,6 +59,11 @@ class MemoryStore:
 
     def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
         with self._lock:
+            current = self._runs.get(run.id)
+            if current is None:
+                self._run_order[run.id] = len(self._run_order)
+            else:
+                run = replace(current, status=run.status, completed_at=run.completed_at)
             self._runs[run.id] = run
             self._append(audit)
 
@@ -61,8 +73,12 @@ class MemoryStore:
 
     def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
         with self._lock:
-            runs = list(self._runs.values())
-        return list(reversed(runs))[:limit]
+            runs = sorted(
+                self._runs.values(),
+                key=lambda r: (r.created_at, self._run_order[r.id]),
+                reverse=True,
+            )
+        return runs[:limit]
 
     # --- materializations ------------------------------------------------------------------
     def save_materialization(
@@ -73,6 +89,7 @@ class MemoryStore:
         audit: Sequence[AuditEvent] = (),
     ) -> None:
         with self._lock:
+            self._check((record,), lineage)
             self._put(record)
             for edge in lineage:
                 self._edges.append(edge)
@@ -158,7 +175,10 @@ class MemoryStore:
                         )
                         next_frontier.append(up_id)
                 frontier = next_frontier
-        return sorted(nodes, key=lambda n: (n.depth, n.asset, n.partition_key))
+        # The id breaks ties between two materializations of one (asset, partition).
+        return sorted(
+            nodes, key=lambda n: (n.depth, n.asset, n.partition_key, n.materialization_id or "")
+        )
 
     def downstream(self, asset: str, partition_key: str, *, depth: int = 10) -> list[LineageNode]:
         limit = clamp_depth(depth)
@@ -224,9 +244,49 @@ class MemoryStore:
         """Nothing to release; kept for the protocol."""
 
     # --- internals (callers hold the lock) -------------------------------------------------
+    def _check(
+        self, records: Sequence[MaterializationRecord], lineage: Sequence[LineageEdge]
+    ) -> None:
+        """Raise StoreError where the SQL store's constraints would reject the write."""
+        claimed: dict[tuple[str, str, str], str] = {}
+        for record in records:
+            old = self._mats.get(record.id)
+            if old is not None and (
+                old.run_id,
+                old.asset,
+                old.partition_key,
+                old.created_at,
+            ) != (record.run_id, record.asset, record.partition_key, record.created_at):
+                raise StoreError(
+                    f"Could not save materialization {record.id}: a materialization with this "
+                    "id exists with a different run, asset, partition or created_at. Those are "
+                    "fixed by the first save; record a new materialization (a new id) instead."
+                )
+            key = (record.run_id, record.asset, record.partition_key)
+            holder = claimed.get(key, self._by_run_key.get(key, record.id))
+            if holder != record.id:
+                raise StoreError(
+                    f"Could not save materialization {record.id}: run {record.run_id} already "
+                    f"has materialization {holder} of {record.asset!r} for partition "
+                    f"{record.partition_key!r}. Each (run, asset, partition) has one "
+                    "materialization."
+                )
+            claimed[key] = record.id
+        saved = {r.id for r in records}
+        for edge in lineage:
+            if edge.materialization_id not in self._mats and edge.materialization_id not in saved:
+                raise StoreError(
+                    f"Could not save lineage: edge from {edge.materialization_id} names no "
+                    "saved materialization. A lineage edge must point at a materialization "
+                    "that is saved with it or before it."
+                )
+
     def _put(self, record: MaterializationRecord) -> None:
+        # _check has run: an existing id keeps its run, asset, partition and created_at, so
+        # its place in creation order and in _latest stay right.
         if record.id not in self._mats:
             self._order[record.id] = len(self._order)
+            self._by_run_key[(record.run_id, record.asset, record.partition_key)] = record.id
             key = (record.asset, record.partition_key)
             current = self._latest.get(key)
             if current is None or self._mats[current].created_at <= record.created_at:

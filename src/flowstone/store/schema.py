@@ -81,7 +81,7 @@ runs = sa.Table(
     sa.Column("seq", sa.BigInteger, sa.Identity(), nullable=False),
     sa.Column("status", STATUS, nullable=False),
     sa.Column("targets", JSONType, nullable=False),
-    sa.Column("partition_key", KEY, nullable=False),
+    sa.Column("partition_key", KEY),  # None for a run over several partitions
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("completed_at", UTCDateTime),
     sa.Column("tags", JSONType, nullable=False),

@@ -58,9 +58,6 @@ __all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SQLStore", "create_engine"]
 #: How long a SQLite writer waits for another one to finish before giving up.
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 
-# Execution option marking the store's read-only engine: its transactions emit no BEGIN.
-_READ_ONLY = "flowstone_read_only"
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -144,7 +141,7 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take transaction control away from sqlite3 (see the module docstring).
-        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             # busy_timeout first, so that switching to WAL waits for other connections too.
@@ -157,14 +154,28 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get(_READ_ONLY):
-            return  # each read statement runs on its own, without holding any lock
-        # Straight to the DBAPI connection: this runs once per write, keep it cheap.
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        driver.execute("BEGIN IMMEDIATE")
+    # SQLAlchemy's recipe emits BEGIN from a "begin" event listener. Any engine-level event
+    # listener puts every statement on SQLAlchemy's slow, event-dispatching path (~100 us per
+    # call), so this engine's dialect emits BEGIN IMMEDIATE itself, at the point where the
+    # recipe's listener would run. Every transaction on this engine (the store's writes,
+    # migrations, a user's own) is thus a write transaction; the store reads through a
+    # second engine on the same pool whose dialect emits nothing (see _reader).
+    engine.dialect.do_begin = _begin_immediate  # type: ignore[method-assign]
+
+
+def _begin_immediate(dbapi_connection: Any) -> None:
+    dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
+def _reader(engine: sa.Engine) -> sa.Engine:
+    """An engine for reads: on SQLite, one that shares the pool but emits no BEGIN.
+
+    Each read statement then runs in SQLite's autocommit mode and takes no write lock (in WAL
+    mode it never waits for writers either).
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    return sa.create_engine(engine.url, pool=engine.pool)
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -198,6 +209,15 @@ def _store_error(exc: sa.exc.SQLAlchemyError, doing: str) -> StoreError:
     return StoreError(f"Could not {doing}: {detail}")
 
 
+def _identity_error(records: Sequence[MaterializationRecord]) -> StoreError:
+    ids = ", ".join(r.id for r in records[:5]) + (", ..." if len(records) > 5 else "")
+    return StoreError(
+        f"Could not save materialization {ids}: a materialization with this id exists with a "
+        "different run, asset, partition or created_at. Those are fixed by the first save; "
+        "record a new materialization (a new id) instead."
+    )
+
+
 def _wraps_errors(
     doing: str,
 ) -> Callable[[Callable[Concatenate[SQLStore, P], R]], Callable[Concatenate[SQLStore, P], R]]:
@@ -221,6 +241,8 @@ def _wraps_errors(
 # --- rows <-> records ----------------------------------------------------------------------
 
 _MAT_COLUMNS = tuple(c for c in materializations.c if c.name != "seq")
+# What a materialization is: fixed by its first save, compared (never updated) by later ones.
+_MAT_FIXED = ("run_id", "asset", "partition_key", "created_at")
 _RUN_COLUMNS = tuple(c for c in runs.c if c.name != "seq")
 _AUDIT_COLUMNS = tuple(audit_log.c)
 
@@ -246,7 +268,7 @@ def _mat_params(r: MaterializationRecord) -> dict[str, Any]:
     }
 
 
-def _mat_record(row: sa.Row[Any]) -> MaterializationRecord:
+def _mat_record(row: Sequence[Any]) -> MaterializationRecord:
     (
         id_,
         run_id,
@@ -297,7 +319,7 @@ def _run_params(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _run_record(row: sa.Row[Any]) -> RunRecord:
+def _run_record(row: Sequence[Any]) -> RunRecord:
     id_, status, targets, partition_key, created_at, completed_at, tags = row
     return RunRecord(
         id=id_,
@@ -337,7 +359,7 @@ def _audit_params(e: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _audit_record(row: sa.Row[Any]) -> AuditEvent:
+def _audit_record(row: Sequence[Any]) -> AuditEvent:
     (
         id_,
         occurred_at,
@@ -402,7 +424,7 @@ class SQLStore:
         engine = create_engine(url, busy_timeout_ms=busy_timeout_ms, **dict(engine_options or {}))
         self.url = engine.url.render_as_string(hide_password=True)
         self._engine = engine
-        self._read = engine.execution_options(**{_READ_ONLY: True})
+        self._read = _reader(engine)
         self._dialect = engine.dialect.name
         # An in-memory SQLite database is one shared connection: calls take turns on it.
         self._serial: AbstractContextManager[Any] = (
@@ -434,7 +456,15 @@ class SQLStore:
         with self._serial, self._engine.begin() as conn:
             conn.execute(self._upsert_run, _run_params(run))
             if materializations:
-                conn.execute(self._upsert_mat, [_mat_params(m) for m in materializations])
+                params = [_mat_params(m) for m in materializations]
+                if self._dialect == "sqlite":
+                    saved = conn.execute(self._upsert_mat, params).rowcount
+                else:
+                    # PostgreSQL batches run as one multi-row INSERT whose rowcount is unknown;
+                    # the rows it returns tell what it wrote.
+                    saved = len(conn.execute(self._upsert_mat_returning, params).all())
+                if saved != len(materializations):
+                    raise _identity_error(materializations)
             if audit:
                 conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
 
@@ -467,7 +497,8 @@ class SQLStore:
         audit: Sequence[AuditEvent] = (),
     ) -> None:
         with self._serial, self._engine.begin() as conn:
-            conn.execute(self._upsert_mat, _mat_params(record))
+            if conn.execute(self._upsert_mat, _mat_params(record)).rowcount != 1:
+                raise _identity_error((record,))
             if lineage:
                 conn.execute(self._insert_edge, [_edge_params(e) for e in lineage])
             if audit:
@@ -553,9 +584,7 @@ class SQLStore:
         ]
 
     @_wraps_errors("read downstream lineage")
-    def downstream(
-        self, asset: str, partition_key: str, *, depth: int = 10
-    ) -> list[LineageNode]:
+    def downstream(self, asset: str, partition_key: str, *, depth: int = 10) -> list[LineageNode]:
         return self._downstream_nodes(self._downstream, asset, partition_key, depth)
 
     @_wraps_errors("read impact")
@@ -675,17 +704,27 @@ class SQLStore:
         # Upserts. PostgreSQL fills seq from its identity column; on SQLite the INSERT computes
         # it, which is race-free because SQLite writers hold the write lock (BEGIN IMMEDIATE).
         # seq is never in the SET list, so a replaced record keeps its place in creation order.
-        def upsert(table: sa.Table, update: Sequence[str]) -> sa.Insert:
+        def upsert(table: sa.Table, update: Sequence[str], fixed: Sequence[str] = ()) -> sa.Insert:
             insert = postgresql.insert(table) if pg else sqlite.insert(table)
             if not pg:
                 next_seq = sa.select(sa.func.coalesce(sa.func.max(table.c.seq), 0) + 1)
                 insert = insert.values(seq=next_seq.scalar_subquery())
+            # Columns in `fixed` are compared, not set: a row whose fixed columns differ is left
+            # alone and the statement reports 0 rows, which the caller turns into an error.
+            # Leaving them out of SET also spares SQLite from rewriting the indexes on them.
+            same = [table.c[name] == insert.excluded[name] for name in fixed]
             return insert.on_conflict_do_update(
                 index_elements=[table.c.id],
                 set_={name: insert.excluded[name] for name in update},
+                where=sa.and_(*same) if same else None,
             )
 
-        self._upsert_mat = upsert(m, [c.name for c in _MAT_COLUMNS if c.name != "id"])
+        self._upsert_mat = upsert(
+            m,
+            [c.name for c in _MAT_COLUMNS if c.name not in ("id", *_MAT_FIXED)],
+            _MAT_FIXED,
+        )
+        self._upsert_mat_returning = self._upsert_mat.returning(m.c.id)
         self._upsert_run = upsert(r, [c.name for c in _RUN_COLUMNS if c.name != "id"])
         self._update_run = upsert(r, ["status", "completed_at"])
         self._insert_edge = e.insert()
@@ -707,9 +746,7 @@ class SQLStore:
         self._latest_mat = (
             sa.select(*_MAT_COLUMNS).where(*same_key).order_by(*newest_first).limit(1)
         )
-        self._latest_mat_with_status = self._latest_mat.where(
-            m.c.status == sa.bindparam("status")
-        )
+        self._latest_mat_with_status = self._latest_mat.where(m.c.status == sa.bindparam("status"))
 
         def latest_per_partition(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             rank = sa.func.row_number().over(

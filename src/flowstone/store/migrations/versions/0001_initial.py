@@ -11,6 +11,7 @@ snapshot and must not change when the schema module does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,7 +23,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _json() -> sa.types.TypeEngine[object]:
+def _json() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
@@ -41,7 +42,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), sa.Identity(), nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("targets", _json(), nullable=False),
-        sa.Column("partition_key", sa.Text(), nullable=False),
+        sa.Column("partition_key", sa.Text(), nullable=True),
         sa.Column("created_at", _ts(), nullable=False),
         sa.Column("completed_at", _ts(), nullable=True),
         sa.Column("tags", _json(), nullable=False),
@@ -136,9 +137,7 @@ def upgrade() -> None:
         sa.Column("correlation_id", sa.String(255), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_flowstone_audit_log")),
     )
-    op.create_index(
-        "ix_flowstone_audit_log_correlation", "flowstone_audit_log", ["correlation_id"]
-    )
+    op.create_index("ix_flowstone_audit_log_correlation", "flowstone_audit_log", ["correlation_id"])
     op.create_index(
         "ix_flowstone_audit_log_resource", "flowstone_audit_log", ["resource_id", "resource_type"]
     )
