@@ -220,7 +220,7 @@ class AssetGraph:
             seen[node] = len(path)
             path.append(node)
             node = next(d for d in self._assets[node].deps if d in stuck)
-        cycle = [*path[seen[node]:], node]
+        cycle = [*path[seen[node] :], node]
         # Report in data-flow order (each asset feeds the next), as graphs are drawn.
         return list(reversed(cycle))
 

@@ -13,7 +13,11 @@ from typing import Any
 
 from flowstone import config
 from flowstone.asset import AssetDef
-from flowstone.errors import DefinitionError, suggest
+from flowstone.errors import (
+    DefinitionError,
+    MissingUpstreamError,
+    suggest,
+)
 from flowstone.execution import Executor, InProcessExecutor
 from flowstone.graph import AssetGraph
 from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, StorageKey
@@ -262,8 +266,6 @@ class Pipeline:
         key = encode_partition(value)
         record = self.store.latest_materialization(definition.name, key, status=Status.SUCCESS)
         if record is None:
-            from flowstone.errors import MissingUpstreamError
-
             raise MissingUpstreamError(definition.name, value, definition.name)
         manager = (
             self._io.managers.get(record.io_manager or "") or self._io.for_asset(definition)[1]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from flowstone.errors import SchemaOutdatedError
+from flowstone.errors import SchemaOutdatedError, StoreError, StoreUnavailableError
 from flowstone.store.schema import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -58,17 +58,38 @@ def upgrade(url_or_engine: Target, revision: str = "head") -> None:
     """
     from alembic import command
 
-    with _connect(url_or_engine) as conn:
-        stamped = _read_revision(conn)
-        if stamped is not None and not is_known_revision(stamped):
-            raise newer_schema_error(stamped)
-        command.upgrade(_config(conn), revision)
+    try:
+        with _connect(url_or_engine) as conn:
+            stamped = _read_revision(conn)
+            if stamped is not None and not is_known_revision(stamped):
+                raise newer_schema_error(stamped)
+            command.upgrade(_config(conn), revision)
+    except sa.exc.SQLAlchemyError as exc:
+        raise _migration_error(exc, f"upgrade the metadata database to {revision!r}") from exc
+
+
+def downgrade(url_or_engine: Target, revision: str) -> None:
+    """Take a database's schema back to ``revision`` (``"base"``: drop every FlowStone table).
+
+    Meant for development and for undoing a failed deployment; the data in dropped tables and
+    columns is lost.
+    """
+    from alembic import command
+
+    try:
+        with _connect(url_or_engine) as conn:
+            command.downgrade(_config(conn), revision)
+    except sa.exc.SQLAlchemyError as exc:
+        raise _migration_error(exc, f"downgrade the metadata database to {revision!r}") from exc
 
 
 def current_revision(url_or_engine: Target) -> str | None:
     """The revision a database is at, or None for a database FlowStone never migrated."""
-    with _connect(url_or_engine) as conn:
-        return _read_revision(conn)
+    try:
+        with _connect(url_or_engine) as conn:
+            return _read_revision(conn)
+    except sa.exc.SQLAlchemyError as exc:
+        raise _migration_error(exc, "read the schema revision") from exc
 
 
 def is_known_revision(revision: str) -> bool:
@@ -97,6 +118,16 @@ def outdated_schema_error(revision: str | None) -> SchemaOutdatedError:
         f"{HEAD_REVISION!r}. Run `flowstone db upgrade` (or `flowstone.store.migrate.upgrade"
         "(url)`), or open the store with auto_migrate=True."
     )
+
+
+def _migration_error(exc: sa.exc.SQLAlchemyError, doing: str) -> StoreError:
+    orig = getattr(exc, "orig", None)
+    detail = (str(orig if orig is not None else exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, sa.exc.OperationalError):
+        return StoreUnavailableError(
+            f"Could not {doing}: {detail}. Check that the database is reachable and writable."
+        )
+    return StoreError(f"Could not {doing}: {detail}")
 
 
 def _config(conn: sa.Connection) -> Config:

@@ -11,8 +11,10 @@ SQLite notes. Many threads and processes write one file, and none of them may ev
   transaction later writes, it must upgrade from reader to writer, and if another connection
   wrote meanwhile SQLite returns SQLITE_BUSY at once, without waiting (waiting could deadlock).
   Python's ``sqlite3`` module emits that plain ``BEGIN`` itself, so it is switched off
-  (``isolation_level = None``) and this module emits its own, following SQLAlchemy's recipe
-  for the pysqlite driver. Reads run without a transaction and take no write lock.
+  (``isolation_level = None``) and the engine emits its own, as in SQLAlchemy's recipe for the
+  pysqlite driver ("Serializable isolation / Savepoints / Transactional DDL"). Reads go through
+  a second engine on the same pool that emits no BEGIN: each read statement runs on its own
+  and takes no write lock.
 
 Speed: statements are built once per store and SQLAlchemy caches their compiled form, every
 call is one ``engine.begin()``, and an upsert never reads first.
@@ -99,7 +101,7 @@ def create_engine(
     if in_memory:
         # One shared connection: SQLAlchemy's default gives each thread its own, empty database.
         options.setdefault("poolclass", sa.StaticPool)
-        options.setdefault("connect_args", {}).setdefault("check_same_thread", False)
+        options["connect_args"] = {"check_same_thread": False, **options.get("connect_args", {})}
     elif is_sqlite:
         _make_parent_folder(parsed, shown)
     try:
@@ -126,7 +128,7 @@ def _make_parent_folder(url: sa.URL, shown: str) -> None:
     database = url.database or ""
     if database.startswith("file:") or url.query.get("uri"):
         return  # a SQLite URI filename; sqlite3 resolves it, we cannot
-    parent = Path(database).expanduser().parent
+    parent = Path(database).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -642,6 +644,7 @@ class SQLStore:
 
     def close(self) -> None:
         """Close every pooled connection."""
+        self._read.dispose()  # on SQLite a second engine on the same pool: closes it too
         self._engine.dispose()
 
     # --- schema ----------------------------------------------------------------------------
@@ -653,13 +656,7 @@ class SQLStore:
             raise migrate.newer_schema_error(revision)
         if not auto_migrate:
             raise migrate.outdated_schema_error(revision)
-        try:
-            migrate.upgrade(self._engine)
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(
-                f"Could not upgrade the metadata database at {self.url!r} to schema revision "
-                f"{migrate.HEAD_REVISION!r}: {_detail(exc)}"
-            ) from exc
+        migrate.upgrade(self._engine)
 
     def _stamped_revision(self) -> str | None:
         version = sa.table(VERSION_TABLE, sa.column("version_num", sa.String))
@@ -717,7 +714,7 @@ class SQLStore:
                 index_elements=[table.c.id],
                 set_={name: insert.excluded[name] for name in update},
                 where=sa.and_(*same) if same else None,
-            )
+            ).execution_options(preserve_rowcount=True)  # drivers may drop it for INSERTs
 
         self._upsert_mat = upsert(
             m,
