@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from flowstone import config
@@ -205,8 +206,11 @@ class Pipeline:
         )
 
     def _run(self, plan: RunPlan, *, io_manager: str | None, tags: Mapping[str, str]) -> RunResult:
-        materializer = self._get_materializer()
-        store = self.store
+        run = self._create_run(plan, tags=tags)
+        return self._execute(plan, run, io_manager=io_manager)
+
+    def _create_run(self, plan: RunPlan, *, tags: Mapping[str, str]) -> RunRecord:
+        """Record a new run and its steps as ``pending``, in one store call."""
         run = RunRecord(
             id=plan.run_id,
             status=RunStatus.RUNNING,
@@ -215,11 +219,28 @@ class Pipeline:
             created_at=plan.created_at,
             tags=dict(tags),
         )
-        store.create_run(
+        self.store.create_run(
             run,
             [step.pending_record(plan.run_id) for step in plan.steps],
             [_run_event("run.started", run)],
         )
+        return run
+
+    def _execute(
+        self,
+        plan: RunPlan,
+        run: RunRecord,
+        *,
+        io_manager: str | None = None,
+        prior: Sequence[MaterializationRecord] = (),
+    ) -> RunResult:
+        """Execute ``plan``'s steps for the recorded ``run`` and close the run.
+
+        Args:
+            prior: Records of the run that this plan does not cover (a run resumed after an
+                approval); they count towards the run's final status.
+        """
+        materializer = self._get_materializer()
         meta = {"run_id": run.id, "targets": list(run.targets), "partition": run.partition_key}
         self._telemetry.emit("run.start", meta)
         scope = RunScope(
@@ -232,20 +253,15 @@ class Pipeline:
         try:
             with scope.resources:
                 records = self._executor.execute(plan, materializer, scope)
-            ok = all(r.status == Status.SUCCESS for r in records)
-            status = RunStatus.SUCCESS if ok else RunStatus.FAILED
+            status = run_status([*prior, *records])
         finally:
             # Also on KeyboardInterrupt: the run must not stay `running`.
-            finished = RunRecord(
-                id=run.id,
+            finished = replace(
+                run,
                 status=status,
-                targets=run.targets,
-                partition_key=run.partition_key,
-                created_at=run.created_at,
-                completed_at=utcnow(),
-                tags=run.tags,
+                completed_at=None if status == RunStatus.WAITING_APPROVAL else utcnow(),
             )
-            store.update_run(finished, [_run_event(f"run.{status.value}", finished)])
+            self.store.update_run(finished, [_run_event(f"run.{status.value}", finished)])
             self._telemetry.emit("run.stop", {**meta, "status": status.value})
         return RunResult(
             run_id=run.id,
@@ -346,6 +362,17 @@ class Pipeline:
     def asset_names(self) -> Sequence[str]:
         """Every asset name, in topological order."""
         return self.graph.topological_order()
+
+
+def run_status(records: Iterable[MaterializationRecord]) -> RunStatus:
+    """A run's status from its materializations: waiting while any waits for approval, else
+    failed when any failed or was skipped, else success."""
+    statuses = {r.status for r in records}
+    if Status.WAITING_APPROVAL in statuses:
+        return RunStatus.WAITING_APPROVAL
+    if statuses <= {Status.SUCCESS}:
+        return RunStatus.SUCCESS
+    return RunStatus.FAILED
 
 
 def _run_event(action: str, run: RunRecord) -> AuditEvent:
