@@ -47,6 +47,7 @@ from flowstone.records import (
 )
 from flowstone.store import migrate
 from flowstone.store.base import clamp_depth
+from flowstone.store.direct import DirectWriter, prepare
 from flowstone.store.schema import (
     VERSION_TABLE,
     audit_log,
@@ -438,6 +439,21 @@ class SQLStore:
             engine.dispose()
             raise
         self._build_statements()
+        # SQLite's writes skip SQLAlchemy's execution layer: see flowstone.store.direct.
+        self._direct: DirectWriter | None = None
+        if self._dialect == "sqlite":
+            self._direct = DirectWriter(engine, self._serial)
+            mat_keys = [c.name for c in _MAT_COLUMNS]
+            run_keys = [c.name for c in _RUN_COLUMNS]
+            self._direct_upsert_mat = prepare(engine, self._upsert_mat, mat_keys)
+            self._direct_upsert_run = prepare(engine, self._upsert_run, run_keys)
+            self._direct_update_run = prepare(engine, self._update_run, run_keys)
+            self._direct_insert_edge = prepare(
+                engine, self._insert_edge, [c.name for c in lineage.c if c.name != "id"]
+            )
+            self._direct_insert_audit = prepare(
+                engine, self._insert_audit, [c.name for c in audit_log.c if c.name != "id"]
+            )
 
     @property
     def engine(self) -> sa.Engine:
@@ -455,6 +471,16 @@ class SQLStore:
         materializations: Sequence[MaterializationRecord] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> None:
+        if self._direct is not None:
+            with self._direct.transaction("create the run") as tx:
+                tx.execute(self._direct_upsert_run, _run_params(run))
+                if materializations:
+                    params = [_mat_params(m) for m in materializations]
+                    if tx.execute_many(self._direct_upsert_mat, params) != len(materializations):
+                        raise _identity_error(materializations)
+                if audit:
+                    tx.execute_many(self._direct_insert_audit, [_audit_params(e) for e in audit])
+            return
         with self._serial, self._engine.begin() as conn:
             conn.execute(self._upsert_run, _run_params(run))
             if materializations:
@@ -472,6 +498,12 @@ class SQLStore:
 
     @_wraps_errors("update the run")
     def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        if self._direct is not None:
+            with self._direct.transaction("update the run") as tx:
+                tx.execute(self._direct_update_run, _run_params(run))
+                if audit:
+                    tx.execute_many(self._direct_insert_audit, [_audit_params(e) for e in audit])
+            return
         with self._serial, self._engine.begin() as conn:
             conn.execute(self._update_run, _run_params(run))
             if audit:
@@ -498,6 +530,15 @@ class SQLStore:
         lineage: Sequence[LineageEdge] = (),
         audit: Sequence[AuditEvent] = (),
     ) -> None:
+        if self._direct is not None:
+            with self._direct.transaction("save the materialization") as tx:
+                if tx.execute(self._direct_upsert_mat, _mat_params(record)) != 1:
+                    raise _identity_error((record,))
+                if lineage:
+                    tx.execute_many(self._direct_insert_edge, [_edge_params(e) for e in lineage])
+                if audit:
+                    tx.execute_many(self._direct_insert_audit, [_audit_params(e) for e in audit])
+            return
         with self._serial, self._engine.begin() as conn:
             if conn.execute(self._upsert_mat, _mat_params(record)).rowcount != 1:
                 raise _identity_error((record,))
