@@ -42,7 +42,6 @@ import flowstone as fs
 
 # --- the workloads ---------------------------------------------------------------------------
 
-STORES = ("memory", "sqlite", "sqlite+files")
 START = dt.date(2025, 1, 1)
 
 
@@ -492,8 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not have_dagster:
         print("dagster not installed (pip install dagster to compare)")
-    elif args.no_dagster:
-        print(f"dagster {dagster_version}: skipped (--no-dagster)")
+    elif not with_dagster:
+        print(f"dagster {dagster_version}: skipped (--no-dagster or --dagster-cases none)")
     else:
         print(f"dagster {dagster_version}: comparing ({args.dagster_cases})")
 
