@@ -101,6 +101,22 @@ def test_unpartitioned_below_partitioned_is_rejected() -> None:
         AssetGraph([make("day", partitioned_by=daily), make("total", "day")])
 
 
+def test_differently_partitioned_dependency_is_rejected() -> None:
+    daily = fs.DailyPartitions(start="2025-01-01")
+    regions = fs.StaticPartitions(["us", "eu"])
+    with pytest.raises(DefinitionError, match="partitioned differently"):
+        AssetGraph(
+            [make("region", partitioned_by=regions), make("day", "region", partitioned_by=daily)]
+        )
+    # The same definition (equal, not necessarily the same object) is fine.
+    AssetGraph(
+        [
+            make("a", partitioned_by=daily),
+            make("b", "a", partitioned_by=fs.DailyPartitions(start="2025-01-01")),
+        ]
+    )
+
+
 def test_unknown_asset_lookup() -> None:
     with pytest.raises(UnknownAssetError) as err:
         diamond().get("e")

@@ -74,3 +74,11 @@ def test_crash_during_write_keeps_the_previous_value(
 def test_serializer_is_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="serializer"):
         fs.FilesystemIOManager(tmp_path, serializer="yaml")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [(1, 2), {1: "a"}, {"rows": [(1, "x")]}])
+def test_json_refuses_values_that_would_not_read_back_equal(value: object, tmp_path: Path) -> None:
+    manager = fs.FilesystemIOManager(tmp_path)
+    with pytest.raises(IOManagerError, match="read back equal"):
+        manager.store(KEY, value)
+    assert not manager.exists(KEY)

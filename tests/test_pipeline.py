@@ -59,7 +59,7 @@ def test_statuses_timing_lineage_and_audit_are_recorded(store_url: str) -> None:
     assert record.started_at is not None and record.completed_at is not None
     assert record.duration_ms is not None and record.duration_ms >= 0
     assert record.run_id == run.run_id and record.attempt == 1
-    assert record.io_manager == "memory" if store_url == "memory" else "filesystem"
+    assert record.io_manager == ("memory" if store_url == "memory" else "filesystem")
 
     stored = pipeline.store.get_materialization(record.id)
     assert stored is not None and stored.status == Status.SUCCESS

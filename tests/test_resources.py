@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -102,7 +101,7 @@ def test_failed_setup_fails_only_the_assets_that_need_it() -> None:
     assert log == ["setup api"]
 
 
-def test_generator_function_and_context_manager_resources() -> None:
+def test_generator_function_and_context_manager_resources_across_runs() -> None:
     log: list[str] = []
 
     @fs.resource
@@ -111,11 +110,15 @@ def test_generator_function_and_context_manager_resources() -> None:
         yield "session"
         log.append("close session")
 
-    @contextlib.contextmanager
-    def _lock() -> Iterator[str]:
-        log.append("acquire")
-        yield "lock"
-        log.append("release")
+    class Lock:
+        """A re-enterable context manager: entered once per run."""
+
+        def __enter__(self) -> str:
+            log.append("acquire")
+            return "lock"
+
+        def __exit__(self, *exc: object) -> None:
+            log.append("release")
 
     @fs.asset(requires=["session", "lock", "constant"])
     def a(ctx):
@@ -124,13 +127,48 @@ def test_generator_function_and_context_manager_resources() -> None:
     pipeline = fs.Pipeline(
         [a],
         store="memory",
-        resources={"session": session, "lock": _lock(), "constant": "plain"},
+        resources={"session": session, "lock": Lock(), "constant": "plain"},
+    )
+    for _ in range(2):
+        assert pipeline.materialize_all().ok
+    assert pipeline.load("a") == ["lock", "plain", "session"]
+    # Set up in name order, torn down in reverse, once per run.
+    assert log == ["acquire", "open session", "close session", "release"] * 2
+
+
+def test_a_slow_setup_does_not_block_assets_using_other_resources() -> None:
+    import threading
+
+    slow_started = threading.Event()
+    release_slow = threading.Event()
+    order: list[str] = []
+
+    class Slow:
+        def setup(self) -> str:
+            slow_started.set()
+            assert release_slow.wait(5)
+            return "slow"
+
+    @fs.asset(requires=["slow"])
+    def uses_slow(ctx):
+        order.append("slow")
+        return 1
+
+    @fs.asset(requires=["fast"])
+    def uses_fast(ctx):
+        assert slow_started.wait(5)
+        order.append("fast")
+        release_slow.set()  # only reachable if this asset was not blocked behind Slow.setup
+        return 2
+
+    pipeline = fs.Pipeline(
+        [uses_slow, uses_fast],
+        store="memory",
+        resources={"slow": Slow(), "fast": "f"},
+        max_workers=2,
     )
     assert pipeline.materialize_all().ok
-    assert pipeline.load("a") == ["lock", "plain", "session"]
-    assert log[:2] == sorted(log[:2])  # set up in name order: lock, then session
-    assert set(log) == {"open session", "close session", "acquire", "release"}
-    assert log.index("release") > log.index("acquire")
+    assert order == ["fast", "slow"]
 
 
 def test_failing_teardown_is_logged_and_others_still_run(

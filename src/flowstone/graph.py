@@ -180,12 +180,21 @@ class AssetGraph:
 
     def _check_partitions(self) -> None:
         # Until partition mappings exist, a partition flows unchanged from upstream to
-        # downstream; an unpartitioned asset cannot pick one of its upstream's partitions.
+        # downstream: an unpartitioned asset cannot pick one of its upstream's partitions, and
+        # a partitioned one can only read an upstream partitioned the same way.
         for a in self._assets.values():
-            if a.partitioned_by is not None:
-                continue
             for dep in a.deps:
-                if self._assets[dep].partitioned_by is not None:
+                upstream = self._assets[dep].partitioned_by
+                if a.partitioned_by is not None:
+                    if upstream is not None and upstream != a.partitioned_by:
+                        raise DefinitionError(
+                            f"Asset {a.name!r} ({a.partitioned_by.describe()}) depends on "
+                            f"{dep!r} ({upstream.describe()}), which is partitioned differently, "
+                            "so a partition of one is not a partition of the other. Give both "
+                            "the same partitions definition."
+                        )
+                    continue
+                if upstream is not None:
                     raise DefinitionError(
                         f"Asset {a.name!r} is not partitioned but depends on partitioned asset "
                         f"{dep!r}, so it could not tell which partition to read. Partition "

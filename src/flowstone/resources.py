@@ -10,7 +10,9 @@ A provider can be:
 - an object with ``setup()`` (and optionally ``teardown(value)``): see :class:`Resource`;
 - a function wrapped with :func:`resource`: a generator function (code before ``yield`` sets up,
   code after tears down, as with :func:`contextlib.contextmanager`) or a plain factory;
-- a context manager object: entered at setup, exited at teardown;
+- a context manager object: entered at setup, exited at teardown (once per run, so it must be
+  re-enterable; a ``@contextmanager`` generator is single-use: wrap its function with
+  :func:`resource` instead);
 - any other object, handed to assets as it is.
 """
 
@@ -85,6 +87,8 @@ class ResourceScope:
     def __init__(self, providers: Mapping[str, Any]) -> None:
         self._providers = providers
         self._lock = threading.Lock()
+        # One lock per resource: a slow setup blocks only the assets that need that resource.
+        self._locks = {name: threading.Lock() for name in providers}
         self._values: dict[str, Any] = {}
         self._failures: dict[str, BaseException] = {}
         self._teardowns: list[tuple[str, Callable[[], None]]] = []
@@ -97,21 +101,21 @@ class ResourceScope:
         """
         if not names:
             return {}
-        with self._lock:
-            return {name: self._get(name, asset) for name in sorted(names)}
+        return {name: self._get(name, asset) for name in sorted(names)}
 
     def _get(self, name: str, asset: str) -> Any:
-        if name in self._values:
-            return self._values[name]
-        failure = self._failures.get(name)
-        if failure is None:
-            try:
-                value = self._setup(name)
-            except Exception as exc:
-                self._failures[name] = failure = exc
-            else:
-                self._values[name] = value
-                return value
+        with self._locks[name]:
+            if name in self._values:
+                return self._values[name]
+            failure = self._failures.get(name)
+            if failure is None:
+                try:
+                    value = self._setup(name)
+                except Exception as exc:
+                    self._failures[name] = failure = exc
+                else:
+                    self._values[name] = value
+                    return value
         raise ResourceSetupError(
             f"Resource {name!r}, required by asset {asset!r}, failed to set up: "
             f"{type(failure).__name__}: {failure}. Fix the resource's setup; assets that do not "
@@ -125,15 +129,19 @@ class ResourceScope:
             value = provider.setup()
             teardown = getattr(provider, "teardown", None)
             if callable(teardown):
-                self._teardowns.append((name, lambda: teardown(value)))
+                self._add_teardown(name, lambda: teardown(value))
             if isinstance(value, _Entered):
                 return value.value
             return value
         if isinstance(provider, contextlib.AbstractContextManager):
             value = provider.__enter__()
-            self._teardowns.append((name, lambda: provider.__exit__(None, None, None)))
+            self._add_teardown(name, lambda: provider.__exit__(None, None, None))
             return value
         return provider
+
+    def _add_teardown(self, name: str, teardown: Callable[[], None]) -> None:
+        with self._lock:
+            self._teardowns.append((name, teardown))
 
     def close(self) -> None:
         """Tear down every resource set up, newest first. Teardown errors are logged, so one

@@ -111,7 +111,12 @@ class FilesystemIOManager:
 
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+            text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+            # JSON turns tuples into lists and int keys into strings; a value that does not
+            # come back equal would hand downstream assets different inputs than memory does.
+            if json.loads(text) != value:
+                raise ValueError("it does not read back equal (tuples or non-str dict keys?)")
+            return text.encode()
         except (TypeError, ValueError) as exc:
             raise IOManagerError(
                 f"Asset {key.asset!r} returned a {type(value).__name__} that JSON cannot store "
