@@ -187,7 +187,7 @@ def test_bad_partition_exits_2(cli: Cli, text: str) -> None:
 def test_partitioned_asset_without_partition_exits_2(cli: Cli) -> None:
     result = cli("-p", DAILY, "materialize", "events")
     assert result.code == 2
-    assert "--partition 2025-01-15" in result.err
+    assert "--partition 2025-01-01" in result.err
 
 
 def test_partition_for_unpartitioned_assets_exits_2(cli: Cli) -> None:

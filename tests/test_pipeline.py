@@ -12,7 +12,7 @@ import pytest
 
 import flowstone as fs
 from flowstone.errors import (
-    MissingUpstreamError,
+    NotMaterializedError,
     PartitionError,
     RunFailedError,
     UnknownAssetError,
@@ -171,7 +171,7 @@ def test_materialize_without_deps_reads_latest_success(store_url: str) -> None:
         return base + 1
 
     pipeline = fs.Pipeline([base, top], store=store_url)
-    with pytest.raises(MissingUpstreamError, match="materialize_all"):
+    with pytest.raises(NotMaterializedError, match="has no successful materialization"):
         pipeline.load("top")
     first = pipeline.materialize("top")
     assert not first.ok
@@ -210,6 +210,34 @@ def test_partitions_flow_to_partitioned_assets_only() -> None:
         pipeline.materialize_all("region", partition="fr")
     with pytest.raises(PartitionError, match="None of 'lookup' is partitioned"):
         pipeline.materialize("lookup", partition="eu")
+
+
+def test_reads_accept_asset_defs_and_reject_partitions_of_unpartitioned_assets() -> None:
+    @fs.asset
+    def plain():
+        return 1
+
+    pipeline = fs.Pipeline([plain], store="memory")
+    pipeline.materialize_all()
+    assert [r.asset for r in pipeline.status(plain)] == ["plain"]
+    assert len(pipeline.history(plain)) == 1
+    assert pipeline.load(plain) == 1
+    assert pipeline.upstream_lineage(plain) == []
+    with pytest.raises(PartitionError, match="not partitioned"):
+        pipeline.load("plain", "2025-01-01")
+    with pytest.raises(PartitionError, match="not partitioned"):
+        pipeline.parse_partition("plain", "2025-01-01")
+
+
+def test_partition_strings_are_parsed_by_reads_and_runs() -> None:
+    @fs.asset(partitioned_by=fs.DailyPartitions(start="2025-01-01", end="2025-02-01"))
+    def daily(ctx):
+        return ctx.partition.isoformat()
+
+    pipeline = fs.Pipeline([daily], store="memory")
+    assert pipeline.parse_partition("daily", "2025-01-05") == dt.date(2025, 1, 5)
+    assert pipeline.materialize("daily", partition=dt.date(2025, 1, 5)).ok
+    assert pipeline.load(daily, dt.date(2025, 1, 5)) == "2025-01-05"
 
 
 def test_unknown_asset_names_suggest() -> None:
@@ -350,3 +378,106 @@ def test_pending_records_exist_while_a_run_is_in_flight() -> None:
     holder["p"] = pipeline = fs.Pipeline([first, second], store="memory")
     pipeline.materialize_all()
     assert observed == [["first:running", "second:pending"]]
+
+
+def test_a_failure_atop_a_long_chain_skips_everything_below() -> None:
+    assets = [fs.asset(name="a0")(lambda: 1 / 0)]
+    for i in range(1, 1500):
+        assets.append(fs.asset(name=f"a{i}", depends_on=[f"a{i - 1}"])(lambda: None))
+    pipeline = fs.Pipeline(assets, store="memory")
+    run = pipeline.materialize_all()
+    assert run["a0"].status == Status.FAILED
+    assert {r.status for r in run.materializations[1:]} == {Status.SKIPPED}
+    assert run["a1499"].error_message == "upstream asset 'a0' failed"
+
+
+def test_base_exception_in_a_worker_thread_leaves_nothing_pending(store_url: str) -> None:
+    class Stop(BaseException):
+        pass
+
+    sibling_started = threading.Event()
+
+    @fs.asset
+    def root():
+        return 1
+
+    @fs.asset
+    def explodes(root):
+        assert sibling_started.wait(5)
+        raise Stop("halt")
+
+    @fs.asset
+    def slow_sibling(root):
+        sibling_started.set()
+        time.sleep(0.2)
+        return 2
+
+    @fs.asset
+    def below(explodes, slow_sibling):
+        return 3
+
+    pipeline = fs.Pipeline([root, explodes, slow_sibling, below], store=store_url, max_workers=2)
+    with pytest.raises(Stop):
+        pipeline.materialize_all()
+    records = {r.asset: r for r in pipeline.store.list_materializations(limit=None)}
+    assert records["explodes"].status == Status.FAILED
+    assert records["slow_sibling"].status == Status.SUCCESS  # finished, not abandoned
+    assert records["below"].status == Status.SKIPPED
+    assert "interrupted by Stop" in (records["below"].error_message or "")
+    [run] = pipeline.runs()
+    assert run.status == "failed" and run.completed_at is not None
+    pipeline.close()
+
+
+def test_failure_and_skip_telemetry() -> None:
+    @fs.asset
+    def bad():
+        raise ValueError("nope")
+
+    @fs.asset
+    def child(bad):
+        return bad
+
+    pipeline = fs.Pipeline([bad, child], store="memory")
+    events: list[fs.TelemetryEvent] = []
+    pipeline.subscribe(events.append, prefix="materialization.")
+    pipeline.materialize_all()
+    by_name = {e.name: e for e in events}
+    assert by_name["materialization.exception"].metadata["error_type"] == "ValueError"
+    assert by_name["materialization.exception"].measurements["duration_ms"] >= 0
+    assert by_name["materialization.skipped"].metadata["asset"] == "child"
+    assert "bad" in by_name["materialization.skipped"].metadata["reason"]
+
+
+def test_partitioned_lineage_names_exact_partitions(store_url: str) -> None:
+    days = fs.DailyPartitions(start="2025-01-01", end="2025-02-01")
+
+    @fs.asset
+    def rates():
+        return 2
+
+    @fs.asset(partitioned_by=days)
+    def sales(ctx):
+        return ctx.partition.day
+
+    @fs.asset(partitioned_by=days)
+    def revenue(sales, rates):
+        return sales * rates
+
+    pipeline = fs.Pipeline([rates, sales, revenue], store=store_url)
+    first = pipeline.materialize_all("revenue", partition=dt.date(2025, 1, 3))
+    second = pipeline.materialize_all("revenue", partition=dt.date(2025, 1, 4))
+    assert pipeline.load("revenue", dt.date(2025, 1, 4)) == 8
+    nodes = pipeline.upstream_lineage("revenue", dt.date(2025, 1, 3))
+    assert {(n.asset, n.partition_key, n.materialization_id) for n in nodes} == {
+        ("sales", "d:2025-01-03", first.get("sales", "d:2025-01-03").id),  # type: ignore[union-attr]
+        ("rates", "n:", first["rates"].id),
+    }
+    # The unpartitioned upstream fed both days.
+    downstream = pipeline.downstream_lineage("rates")
+    assert {(n.asset, n.partition_key) for n in downstream} == {
+        ("revenue", "d:2025-01-03"),
+        ("revenue", "d:2025-01-04"),
+    }
+    assert second.ok
+    pipeline.close()

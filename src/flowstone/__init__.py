@@ -21,8 +21,11 @@ Declare assets as functions, put them in a :class:`Pipeline`, materialize::
 from __future__ import annotations
 
 from flowstone.asset import AssetDef, asset
+from flowstone.checkpoints import Approval, ApprovalRecord, ApprovalStatus, WaitForApproval
 from flowstone.context import AssetContext
 from flowstone.errors import (
+    ApprovalAlreadyDecidedError,
+    ApprovalError,
     CycleError,
     DefinitionError,
     FlowStoneError,
@@ -32,6 +35,7 @@ from flowstone.errors import (
     StoreError,
     UnknownAssetError,
 )
+from flowstone.execution.distributed import DistributedExecutor  # issue 3
 from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, StorageKey
 from flowstone.partitions import (
     DailyPartitions,
@@ -45,17 +49,25 @@ from flowstone.partitions import (
 from flowstone.pipeline import Pipeline
 from flowstone.records import MaterializationRecord, RunResult, RunStatus, Status
 from flowstone.resources import Resource, resource
+from flowstone.retry import RetryPolicy  # issue 3
+from flowstone.schedules import RunRequest, SensorResult
 from flowstone.store import MemoryStore, MetadataStore
 from flowstone.telemetry import TelemetryEvent
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Approval",
+    "ApprovalAlreadyDecidedError",
+    "ApprovalError",
+    "ApprovalRecord",
+    "ApprovalStatus",
     "AssetContext",
     "AssetDef",
     "CycleError",
     "DailyPartitions",
     "DefinitionError",
+    "DistributedExecutor",
     "FilesystemIOManager",
     "FlowStoneError",
     "HourlyPartitions",
@@ -71,15 +83,19 @@ __all__ = [
     "PartitionsDefinition",
     "Pipeline",
     "Resource",
+    "RetryPolicy",
     "RunFailedError",
+    "RunRequest",
     "RunResult",
     "RunStatus",
+    "SensorResult",
     "StaticPartitions",
     "Status",
     "StorageKey",
     "StoreError",
     "TelemetryEvent",
     "UnknownAssetError",
+    "WaitForApproval",
     "WeeklyPartitions",
     "__version__",
     "asset",

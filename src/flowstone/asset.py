@@ -22,15 +22,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from flowstone.checkpoints import Approval
 from flowstone.errors import DefinitionError
 from flowstone.partitions import PartitionsDefinition
+from flowstone.retry import RetryPolicy
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 #: A first parameter with one of these names receives the AssetContext instead of a value.
 CONTEXT_PARAMETER_NAMES = frozenset({"ctx", "context"})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# eq=False: an asset is an identity (hashable, usable as a dict key), not a value to compare.
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class AssetDef:
     """A declared asset. Built by :func:`asset`; call it like the original function.
 
@@ -48,6 +51,8 @@ class AssetDef:
         tags: Free-form string labels.
         metadata: Free-form JSON-compatible data about the asset.
         code_version: The version of the asset's code, recorded on each materialization.
+        approval: A gate: ask for this approval before each materialization runs.
+        retry: When a failure is tried again (distributed executor); None: never.
     """
 
     name: str
@@ -62,6 +67,8 @@ class AssetDef:
     tags: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     code_version: str | None = None
+    approval: Approval | None = None
+    retry: RetryPolicy | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -86,6 +93,8 @@ def asset(
     tags: Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     code_version: str | None = None,
+    approval: Approval | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Callable[[Callable[..., Any]], AssetDef]: ...
 
 
@@ -102,6 +111,8 @@ def asset(
     tags: Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     code_version: str | None = None,
+    approval: Approval | None = None,
+    retry: RetryPolicy | None = None,
 ) -> AssetDef | Callable[[Callable[..., Any]], AssetDef]:
     """Declare an asset: a named value computed by a function from its upstream assets.
 
@@ -123,6 +134,10 @@ def asset(
         tags: String labels, e.g. ``{"team": "finance"}``.
         metadata: JSON-compatible data about the asset.
         code_version: Recorded on every materialization, to tell runs of old code apart.
+        approval: Ask a person before each materialization runs
+            (``approval=fs.Approval("Drop the old tables?")``); see :class:`Approval`.
+        retry: Try the asset again after a failure, with backoff
+            (``retry=fs.RetryPolicy(max_attempts=3)``); see :class:`RetryPolicy`.
 
     Example::
 
@@ -136,6 +151,12 @@ def asset(
     """
 
     def decorate(func: Callable[..., Any]) -> AssetDef:
+        for given, what in ((depends_on, "depends_on"), (requires, "requires")):
+            if isinstance(given, str):
+                raise DefinitionError(
+                    f"Asset {name or getattr(func, '__name__', '?')!r}: {what} takes a list of "
+                    f"names, got the string {given!r}; write {what}=[{given!r}]."
+                )
         return _build(
             func,
             name=name,
@@ -147,6 +168,8 @@ def asset(
             tags=dict(tags or {}),
             metadata=dict(metadata or {}),
             code_version=code_version,
+            approval=approval,
+            retry=retry,
         )
 
     if fn is not None:
@@ -166,6 +189,8 @@ def _build(
     tags: dict[str, str],
     metadata: dict[str, Any],
     code_version: str | None,
+    approval: Approval | None = None,
+    retry: RetryPolicy | None = None,
 ) -> AssetDef:
     if isinstance(func, AssetDef):
         raise DefinitionError(f"{func.name!r} is already an asset; apply @asset only once.")
@@ -181,6 +206,15 @@ def _build(
         raise DefinitionError(
             f"Asset {asset_name!r}: partitioned_by must be a PartitionsDefinition such as "
             f"DailyPartitions(...), got {type(partitioned_by).__name__}."
+        )
+    if approval is not None and not isinstance(approval, Approval):
+        raise DefinitionError(
+            f"Asset {asset_name!r}: approval must be fs.Approval(message, ...), got "
+            f"{type(approval).__name__}."
+        )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise DefinitionError(
+            f"Asset {asset_name!r}: retry must be fs.RetryPolicy(...), got {type(retry).__name__}."
         )
     for dep in depends_on:
         if not isinstance(dep, str):
@@ -208,6 +242,8 @@ def _build(
         tags=tags,
         metadata=metadata,
         code_version=code_version,
+        approval=approval,
+        retry=retry,
     )
 
 

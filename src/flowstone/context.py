@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowstone.checkpoints import ApprovalRecord
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetContext:
@@ -24,6 +26,8 @@ class AssetContext:
         log: A logger named ``flowstone.asset.<name>``.
         metadata: Add JSON-compatible entries here (row counts, sources...) and they are
             recorded on the materialization.
+        approval: None on a first run; when an approval resumed the asset, the decision
+            (``decided_by``, ``decided_at``, ``reason``, ``input``).
 
     Example::
 
@@ -43,3 +47,4 @@ class AssetContext:
     resources: Mapping[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("flowstone.asset"))
     metadata: dict[str, Any] = field(default_factory=dict)
+    approval: ApprovalRecord | None = None

@@ -12,6 +12,10 @@ here, so statuses, lineage, audit and telemetry never differ between them. For o
 6. records ``success`` with the lineage edges and an audit event in one store call, or
    ``failed`` with the error's type, message and traceback.
 
+An asset that returns :class:`~flowstone.checkpoints.WaitForApproval` (or declares an approval
+gate) instead leaves the materialization ``waiting_approval`` with a persisted request; the
+approval later runs the same step again, through this same path, with ``ctx.approval`` set.
+
 No step is ever left ``running``: any exception, including ``KeyboardInterrupt``, is recorded as
 a failure before it propagates.
 """
@@ -21,11 +25,19 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from flowstone.asset import AssetDef
+from flowstone.checkpoints import (
+    ApprovalNotifier,
+    WaitForApproval,
+    audit_event,
+    event_metadata,
+    new_request,
+    notify,
+)
 from flowstone.context import AssetContext
 from flowstone.errors import (
     AssetExecutionError,
@@ -46,7 +58,27 @@ from flowstone.records import (
 )
 from flowstone.resources import ResourceScope
 from flowstone.store import MetadataStore
+from flowstone.store.base import RunTransaction
 from flowstone.telemetry import Telemetry
+
+
+# --- distributed execution (issue 3) ----------------------------------------------------------
+class FinalHook(Protocol):
+    """Writes a step's final record inside a run transaction, with what belongs with it.
+
+    It must save ``record`` through ``tx`` (or a record that replaces it, e.g. ``pending``
+    again when a retry is due), or raise to store nothing at all.
+    """
+
+    def __call__(
+        self,
+        tx: RunTransaction,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        error: BaseException | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +113,20 @@ class Materializer:
     """Runs steps against one graph, store and telemetry. Thread-safe: one instance serves
     every thread of every run."""
 
-    def __init__(self, graph: AssetGraph, store: MetadataStore, telemetry: Telemetry) -> None:
+    def __init__(
+        self,
+        graph: AssetGraph,
+        store: MetadataStore,
+        telemetry: Telemetry,
+        *,
+        notifiers: Sequence[ApprovalNotifier] = (),
+    ) -> None:
         self._graph = graph
         self._store = store
         self._telemetry = telemetry
+        # --- typed loads (issue 7): parameter annotations by asset name, resolved once ---
+        self._input_types: dict[str, dict[str, Any]] = {}
+        self._notifiers = tuple(notifiers)
 
     def run(
         self,
@@ -93,17 +135,24 @@ class Materializer:
         upstream: Mapping[StepKey, MaterializationRecord],
         *,
         attempt: int = 1,
+        on_final: FinalHook | None = None,
     ) -> MaterializationRecord:
-        """Materialize one step; return its final record (``success`` or ``failed``).
+        """Materialize one step; return its final record (``success`` or ``failed``), or
+        ``waiting_approval`` when the asset asked for an approval.
 
         Args:
             step: What to materialize.
             scope: The run's resources and I/O selection.
             upstream: Records produced earlier in this run, by step key; dependencies not in
                 it are read from the store's latest success.
-            attempt: The attempt number, recorded on the materialization.
+            attempt: The attempt number, recorded on the materialization (a step resumed by
+                an approval is the attempt after the one that asked).
+            on_final: Writes the final record instead of the store, inside a run
+                transaction (the distributed executor enqueues the steps it made ready in it).
         """
         asset = step.asset
+        if step.approval is not None:
+            attempt = step.approval.attempt + 1
         started_at = utcnow()
         record = MaterializationRecord(
             id=step.materialization_id,
@@ -123,6 +172,9 @@ class Materializer:
         clock = time.perf_counter()
         try:
             inputs = self._resolve_upstream(step, upstream)
+            if asset.approval is not None and step.approval is None:
+                # A gate asks before anything runs: no inputs loaded, no resources set up.
+                return self._wait(record, asset.approval.request(), {}, clock, meta)
             context = AssetContext(
                 asset=asset.name,
                 partition=step.partition,
@@ -132,20 +184,25 @@ class Materializer:
                 attempt=attempt,
                 resources=scope.resources.get(asset.requires, asset=asset.name),
                 log=logging.getLogger(f"flowstone.asset.{asset.name}"),
+                approval=step.approval,
             )
             kwargs = {
-                name: self._load(self._graph.get(name), *inputs[name], scope.io)
+                name: self._load(
+                    self._graph.get(name),
+                    *inputs[name],
+                    scope.io,
+                    type_hint=self._input_type(asset, name),
+                )
                 for name in asset.inputs
             }
             output = self._call(asset, step, context, kwargs)
-            # The place where WaitForApproval results will be handled (approvals issue): they
-            # persist a request and leave the materialization `waiting_approval`.
+            if isinstance(output, WaitForApproval):
+                return self._wait(record, output, context.metadata, clock, meta)
             stored_meta = self._store_output(asset, step, output, scope.io)
         except BaseException as exc:
             failed = self._failed(record, exc, clock)
-            self._store.save_materialization(
-                failed,
-                audit=[self._audit(failed, {"error_type": failed.error_type})],
+            self._save_final(
+                failed, (), [self._audit(failed, {"error_type": failed.error_type})], on_final, exc
             )
             self._telemetry.emit(
                 "materialization.exception",
@@ -178,14 +235,17 @@ class Materializer:
             )
             for up, _ in inputs.values()
         ]
-        self._store.save_materialization(done, lineage=lineage, audit=[self._audit(done, {})])
+        self._save_final(done, lineage, [self._audit(done, {})], on_final, None)
         self._telemetry.emit(
             "materialization.stop", {**meta, "status": "success"}, {"duration_ms": duration_ms}
         )
         return done
 
-    def skip(self, step: Step, run_id: str, reason: str) -> MaterializationRecord:
-        """Record that ``step`` will not run because something above it did not succeed."""
+    def skip(
+        self, step: Step, run_id: str, reason: str, *, within: RunTransaction | None = None
+    ) -> MaterializationRecord:
+        """Record that ``step`` will not run because something above it did not succeed
+        (through ``within`` when given: the transaction that recorded the failure)."""
         now = utcnow()
         record = MaterializationRecord(
             id=step.materialization_id,
@@ -199,11 +259,66 @@ class Materializer:
             error_message=reason,
             code_version=step.asset.code_version,
         )
-        self._store.save_materialization(record, audit=[self._audit(record, {"reason": reason})])
+        (within or self._store).save_materialization(
+            record, audit=[self._audit(record, {"reason": reason})]
+        )
         self._telemetry.emit(
             "materialization.skipped", {**self._event_meta(step, run_id, 1), "reason": reason}
         )
         return record
+
+    # --- distributed execution (issue 3) ----------------------------------------------------
+    def _save_final(
+        self,
+        record: MaterializationRecord,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        on_final: FinalHook | None,
+        error: BaseException | None,
+    ) -> None:
+        if on_final is None:
+            self._store.save_materialization(record, lineage=lineage, audit=audit)
+            return
+        self._store.run_transaction(
+            record.run_id,
+            lambda tx: on_final(tx, record, lineage=lineage, audit=audit, error=error),
+        )
+
+    def _wait(
+        self,
+        record: MaterializationRecord,
+        request: WaitForApproval,
+        metadata: Mapping[str, Any],
+        clock: float,
+        meta: Mapping[str, Any],
+    ) -> MaterializationRecord:
+        """Persist an approval request and leave the materialization waiting for it.
+
+        The request, the ``waiting_approval`` record and both audit events are one store call:
+        a crash never leaves a waiting materialization without its request. No value is
+        stored and nothing is held in memory; the decision resumes the run from the store.
+        """
+        duration_ms = (time.perf_counter() - clock) * 1000.0
+        waiting = replace(
+            record,
+            status=Status.WAITING_APPROVAL,
+            duration_ms=duration_ms,
+            metadata=dict(metadata),
+        )
+        approval = new_request(request, waiting, utcnow())
+        self._store.request_approval(
+            approval,
+            waiting,
+            audit=[self._audit(waiting, {"approval_id": approval.id}), audit_event(approval)],
+        )
+        self._telemetry.emit(
+            "materialization.waiting",
+            {**meta, "approval_id": approval.id},
+            {"duration_ms": duration_ms},
+        )
+        self._telemetry.emit("approval.requested", event_metadata(approval))
+        notify(self._notifiers, approval)
+        return waiting
 
     # --- the steps -------------------------------------------------------------------------
     def _resolve_upstream(
@@ -223,10 +338,16 @@ class Materializer:
         return found
 
     def _load(
-        self, dep: AssetDef, record: MaterializationRecord, partition: Partition, io: IOSelection
+        self,
+        dep: AssetDef,
+        record: MaterializationRecord,
+        partition: Partition,
+        io: IOSelection,
+        *,
+        type_hint: Any = None,
     ) -> Any:
         name, manager = io.for_asset(dep)
-        key = StorageKey(dep.name, partition, record.partition_key)
+        key = StorageKey(dep.name, partition, record.partition_key, type_hint=type_hint)
         meta = {"asset": dep.name, "partition": record.partition_key, "io_manager": name}
         self._telemetry.emit("io.load.start", meta)
         clock = time.perf_counter()
@@ -324,6 +445,26 @@ class Materializer:
             "run_id": run_id,
             "attempt": attempt,
         }
+
+    # --- typed loads (issue 7) -------------------------------------------------------------
+    def _input_type(self, asset: AssetDef, parameter: str) -> Any:
+        """The annotation of ``asset``'s ``parameter`` (``None`` when it has none), so an I/O
+        manager can load a value as the type the asset asks for (pandas vs polars)."""
+        hints = self._input_types.get(asset.name)
+        if hints is None:
+            hints = self._input_types[asset.name] = _parameter_types(asset.fn)
+        return hints.get(parameter)
+
+
+def _parameter_types(fn: Any) -> dict[str, Any]:
+    """``fn``'s resolved annotations; empty when they cannot be resolved (a name imported only
+    under ``TYPE_CHECKING``): the I/O manager then loads the type it stored."""
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        return {}
 
 
 def _type_name(exc: BaseException) -> str:

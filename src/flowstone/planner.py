@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flowstone.asset import AssetDef
+from flowstone.checkpoints import ApprovalRecord
 from flowstone.errors import PartitionError
 from flowstone.graph import AssetGraph
 from flowstone.partitions import Partition, encode_partition, partition_repr
@@ -34,6 +35,8 @@ class Step:
     created_at: datetime
     #: Dependencies that are part of the same plan (the others are read from the store).
     deps_in_plan: tuple[StepKey, ...]
+    #: The approval a resumed step runs with (``ctx.approval``); None on a first run.
+    approval: ApprovalRecord | None = None
 
     @property
     def key(self) -> StepKey:
@@ -87,10 +90,16 @@ def resolve_partition(asset: AssetDef, partition: Partition) -> Partition:
     if definition is None:
         return None
     if partition is None:
+        example = next(iter(definition.keys()), None)
+        hint = (
+            " (`--partition TEXT` on the command line)"
+            if example is None
+            else f", e.g. partition={example!r} (`--partition {partition_repr(example)}` on "
+            "the command line)"
+        )
         raise PartitionError(
             f"Asset {asset.name!r} is partitioned ({definition.describe()}): pass the partition "
-            "to materialize, e.g. partition=datetime.date(2025, 1, 15) or "
-            "`--partition 2025-01-15` on the command line."
+            f"to materialize{hint}."
         )
     return definition.validate(partition)
 

@@ -39,11 +39,13 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     WAITING_APPROVAL = "waiting_approval"
+    # --- distributed execution (issue 3): a step of a cancelled run that never ran ---
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
         """True for states a materialization never leaves on its own."""
-        return self in (Status.SUCCESS, Status.FAILED, Status.SKIPPED)
+        return self in (Status.SUCCESS, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
 
 
 class RunStatus(enum.StrEnum):
@@ -53,6 +55,8 @@ class RunStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     WAITING_APPROVAL = "waiting_approval"
+    # --- distributed execution (issue 3): cancelled by `flowstone runs cancel` ---
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

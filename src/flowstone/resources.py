@@ -121,6 +121,7 @@ class ResourceScope:
             f"{type(failure).__name__}: {failure}. Fix the resource's setup; assets that do not "
             "require it were not affected.",
             asset=asset,
+            resource=name,
         ) from failure
 
     def _setup(self, name: str) -> Any:

@@ -11,8 +11,15 @@ Events (``name``: measurements / metadata):
 - ``materialization.stop``: ``duration_ms`` / ... plus ``status``
 - ``materialization.exception``: ``duration_ms`` / ... plus ``error_type``, ``error``
 - ``materialization.skipped``: - / ... plus ``reason``
+- ``materialization.waiting``: ``duration_ms`` / ... plus ``approval_id`` (it asked for approval)
+- ``approval.requested|approved|rejected|expired``: - / ``approval_id``, ``asset``,
+  ``partition``, ``run_id``, ``status``, ``actor`` (who decided; None for a request or expiry)
 - ``io.load.start|stop``, ``io.store.start|stop``: ``duration_ms`` on stop / ``asset``,
   ``partition``, ``io_manager``
+- ``schedule.tick``: ``lateness_s`` / ``schedule``, ``tick_time``, ``status``, ``run_id``,
+  ``reason``
+- ``sensor.tick``: ``duration_ms`` / ``sensor``, ``status`` (None for an empty poll),
+  ``applied`` (False when another scheduler applied its poll first), ``launched``, ``reason``
 
 Example::
 

@@ -20,7 +20,9 @@ from typing import TypeVar
 
 import flowstone
 from flowstone import config
-from flowstone.cli import output
+from flowstone.cli import approvals, backfill, output, schedules
+from flowstone.cli import runs as runs_cli  # --- distributed execution ---
+from flowstone.cli import worker as worker_cli  # --- distributed execution ---
 from flowstone.cli.loading import (
     PIPELINE_ENV,
     PipelineLoadError,
@@ -36,7 +38,7 @@ from flowstone.errors import (
 )
 from flowstone.partitions import Partition, encode_partition
 from flowstone.pipeline import Pipeline
-from flowstone.records import MaterializationRecord, RunResult, Status
+from flowstone.records import MaterializationRecord, RunResult, RunStatus, Status
 from flowstone.telemetry import TelemetryEvent
 
 PROG = "flowstone"
@@ -48,7 +50,7 @@ EXIT_ENVIRONMENT = 3
 
 EXIT_CODES = """\
 exit codes:
-  0  success
+  0  success (or a run now waiting for approval: see `flowstone approvals`)
   1  a run had failed or skipped materializations (or another operation failed)
   2  bad usage or input: unknown asset, bad partition, invalid pipeline definition
   3  environment problem: the pipeline cannot be located or imported, or the metadata
@@ -150,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     for name, handler, help_text, epilog, add_arguments in _COMMANDS:
         add_arguments(_add_command(commands, name, handler, help_text, epilog, common=common))
+    schedules.register(commands, common)  # schedule, sensor, scheduler
+    backfill.register(commands, common)  # backfill run|list|show|resume|retry-failed|cancel
+    approvals.register(commands, common)  # approvals list|show|approve|reject|expire
     db = _add_command(
         commands, "db", None, "manage the metadata database", _DB_EPILOG, common=common
     )
@@ -232,6 +237,11 @@ def _materialize_arguments(sub: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a label stored on the run (repeatable)",
+    )
+    sub.add_argument(  # --- distributed execution ---
+        "--wait",
+        action="store_true",
+        help="with the distributed executor: follow the run to its end (progress on stderr)",
     )
     _json_option(sub)
 
@@ -354,6 +364,8 @@ class _Progress:
             line = f"{self._failed} {asset}  {meta.get('error_type')}: {error}"
         elif event.name == "materialization.skipped":
             line = f"{self._skipped} {asset}  skipped ({meta.get('reason')})"
+        elif event.name == "materialization.waiting":
+            line = f"? {asset}  waiting for approval {output.short_id(meta.get('approval_id'))}"
         else:
             return
         with self._lock:
@@ -388,10 +400,19 @@ def _materialize(args: argparse.Namespace) -> int:
             )
         finally:
             unsubscribe()
+        if result.status == RunStatus.RUNNING:  # --- distributed execution: workers run it ---
+            return runs_cli.report_submitted(pipeline, result, wait=args.wait, as_json=args.json)
         elapsed = (time.perf_counter() - clock) * 1000.0
     _emit(output.to_json(output.run_dict(result)) if args.json else output.run_table(result))
     if result.ok:
         _note(f"Run {result.run_id} succeeded in {output.human_duration(elapsed)}.")
+        return EXIT_OK
+    if result.status == RunStatus.WAITING_APPROVAL:
+        # Not a failure: the run is paused in the store until someone decides.
+        _note(
+            f"Run {result.run_id} is waiting for approval: `{PROG} approvals list`, then "
+            f"`{PROG} approvals approve ID --by NAME`."
+        )
         return EXIT_OK
     _error(_run_failure(result))
     return EXIT_RUN_FAILED
@@ -696,6 +717,8 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, Callable[[argparse.ArgumentParser
     ),
     ("graph", _graph, "print the asset graph", _GRAPH_EPILOG, _graph_arguments),
     ("audit", _audit, "show the audit log, newest last", _AUDIT_EPILOG, _audit_arguments),
+    worker_cli.COMMAND,  # --- distributed execution ---
+    runs_cli.COMMAND,  # --- distributed execution ---
 )
 
 __all__ = ["EXIT_CODES", "UsageError", "build_parser", "exit_code", "main"]

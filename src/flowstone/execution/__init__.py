@@ -27,7 +27,8 @@ class Executor(Protocol):
         scope: RunScope,
         on_record: Callable[[MaterializationRecord], object] | None = None,
     ) -> list[MaterializationRecord]:
-        """Run the plan; return each step's final record in plan order."""
+        """Run the plan; return each step's record in plan order: final, ``waiting_approval``
+        (its dependents are not run nor skipped), or ``pending`` below a waiting step."""
         ...
 
     def close(self) -> None:

@@ -44,52 +44,85 @@ class InProcessExecutor:
         scope: RunScope,
         on_record: OnRecord | None = None,
     ) -> list[MaterializationRecord]:
-        """Run every step of ``plan``; return the final records in plan order."""
+        """Run every step of ``plan``; return the records in plan order: final, or
+        ``waiting_approval``, or ``pending`` below a step that waits for approval."""
         steps = {step.key: step for step in plan.steps}
         waiting = {key: len(step.deps_in_plan) for key, step in steps.items()}
         children = plan.dependents()
         done: dict[StepKey, MaterializationRecord] = {}
+        held: set[StepKey] = set()  # below a step that waits for approval: left pending
         ready = [key for key, count in waiting.items() if count == 0]
         running: dict[cf.Future[MaterializationRecord], StepKey] = {}
+        started: set[StepKey] = set()  # handed to the materializer, which records them itself
 
         def finish(record: MaterializationRecord) -> None:
-            key = (record.asset, record.partition_key)
-            done[key] = record
-            if on_record is not None:
-                on_record(record)
-            if record.status == Status.SUCCESS:
-                for child in children[key]:
-                    waiting[child] -= 1
-                    # A child with another, failed parent is already recorded skipped.
-                    if waiting[child] == 0 and child not in done:
-                        ready.append(child)
-            else:
-                # Name the root cause: below a skipped asset, repeat why it was skipped.
-                if record.status == Status.SKIPPED and record.error_message:
-                    reason = record.error_message
+            # A worklist, not recursion: a failure at the top of a long chain skips thousands.
+            todo = [record]
+            while todo:
+                current = todo.pop()
+                key = (current.asset, current.partition_key)
+                done[key] = current
+                if on_record is not None:
+                    on_record(current)
+                if current.status == Status.SUCCESS:
+                    for child in children[key]:
+                        waiting[child] -= 1
+                        # A child with another, failed parent is already recorded skipped.
+                        if waiting[child] == 0 and child not in done:
+                            ready.append(child)
+                elif current.status == Status.WAITING_APPROVAL:
+                    # Its dependents neither run nor skip: they stay `pending` in the store,
+                    # and the approval's decision continues (or skips) them. Nothing waits here.
+                    held.update(_below(key, children))
                 else:
-                    reason = f"upstream asset {record.asset!r} {record.status.value}"
-                for child in children[key]:
-                    if child not in done:
-                        finish(materializer.skip(steps[child], plan.run_id, reason))
+                    # Name the root cause: below a skipped asset, repeat why it was skipped.
+                    if current.status == Status.SKIPPED and current.error_message:
+                        reason = current.error_message
+                    else:
+                        reason = f"upstream asset {current.asset!r} {current.status.value}"
+                    for child in children[key]:
+                        if child not in done:
+                            todo.append(materializer.skip(steps[child], plan.run_id, reason))
+                            done[child] = todo[-1]  # a diamond below must not skip it twice
 
-        while ready or running:
-            # A lone ready step with nothing in flight runs on this thread: a chain needs no
-            # thread hand-offs, and it is still the same materializer path.
-            if len(ready) == 1 and not running:
-                finish(materializer.run(steps[ready.pop()], scope, done))
-                continue
-            while ready:
-                step = steps[ready.pop(0)]
-                # A worker reads only the records of this step's dependencies, all final.
-                upstream = {dep: done[dep] for dep in step.deps_in_plan}
-                future = self._executor().submit(materializer.run, step, scope, upstream)
-                running[future] = step.key
-            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                del running[future]
-                finish(future.result())
-        return [done[step.key] for step in plan.steps]
+        try:
+            while ready or running:
+                # A lone ready step with nothing in flight runs on this thread: a chain needs
+                # no thread hand-offs, and it is still the same materializer path. With one
+                # worker every step runs here, in plan order (a backfill with parallel=1).
+                if not running and (len(ready) == 1 or self.max_workers == 1):
+                    key = ready.pop(0)
+                    started.add(key)
+                    finish(materializer.run(steps[key], scope, done))
+                    continue
+                # At most max_workers in flight: cf.wait then looks at a few futures, not at
+                # every step of a wide plan (a backfill chunk has hundreds ready at once).
+                while ready and len(running) < self.max_workers:
+                    step = steps[ready.pop(0)]
+                    # A worker reads only the records of this step's dependencies, all final.
+                    upstream = {dep: done[dep] for dep in step.deps_in_plan}
+                    future = self._executor().submit(materializer.run, step, scope, upstream)
+                    running[future] = step.key
+                    started.add(step.key)
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    del running[future]
+                    finish(future.result())
+        except BaseException as exc:
+            # Ctrl-C, a store that went away, a BaseException from an asset: stop starting
+            # steps, let the running ones end (they record themselves), and record every step
+            # that never ran as skipped, so nothing is left pending. Then re-raise.
+            for future, key in running.items():
+                if future.cancel():
+                    started.discard(key)
+            cf.wait(running)
+            reason = f"run interrupted by {type(exc).__name__}: {exc}"
+            for key, step in steps.items():
+                if key not in done and key not in held and key not in started:
+                    done[key] = materializer.skip(step, plan.run_id, reason)
+            raise
+        # Steps below a waiting approval are still pending: report them as the store has them.
+        return [done.get(step.key) or step.pending_record(plan.run_id) for step in plan.steps]
 
     def _executor(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
@@ -105,3 +138,16 @@ class InProcessExecutor:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _below(key: StepKey, children: dict[StepKey, list[StepKey]]) -> set[StepKey]:
+    """Every step that depends on ``key``, transitively."""
+    found: set[StepKey] = set()
+    stack = list(children[key])
+    while stack:
+        child = stack.pop()
+        if child not in found:
+            found.add(child)
+            stack.extend(children[child])
+    return found
+

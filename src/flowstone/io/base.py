@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -15,11 +15,17 @@ class StorageKey:
         asset: The asset's name.
         partition: The partition value (``None`` when unpartitioned).
         partition_key: The partition's tagged encoding; stable, unique, safe to build names on.
+        type_hint: On a load, the type the reading asset's parameter declares (e.g.
+            ``polars.DataFrame``), or ``None``. Managers that can return a value as several
+            types (Parquet: pandas, polars, Arrow) honour it; the others ignore it. Not part of
+            the key's identity.
     """
 
     asset: str
     partition: Any
     partition_key: str
+    # --- typed loads (issue 7) ---
+    type_hint: Any = field(default=None, compare=False)
 
 
 @runtime_checkable

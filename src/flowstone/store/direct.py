@@ -60,7 +60,12 @@ def prepare(engine: sa.Engine, statement: sa.ClauseElement, keys: Sequence[str])
         compiled.string,
         names,
         tuple(bind.effective_value for bind in binds),
-        tuple(bind.type.bind_processor(engine.dialect) for bind in binds),
+        # dialect_impl: the processors SQLAlchemy itself applies (a TypeDecorator's own
+        # bind_processor wraps the generic type's, which on SQLite leaves datetimes to sqlite3
+        # and so stores whole seconds without ".000000", unlike SQLAlchemy's own writes).
+        tuple(
+            bind.type.dialect_impl(engine.dialect).bind_processor(engine.dialect) for bind in binds
+        ),
     )
 
 

@@ -169,3 +169,168 @@ sa.Index("ix_flowstone_audit_log_correlation", audit_log.c.correlation_id)
 # resource_id first: the store filters by resource_id alone, and by both.
 sa.Index("ix_flowstone_audit_log_resource", audit_log.c.resource_id, audit_log.c.resource_type)
 sa.Index("ix_flowstone_audit_log_action", audit_log.c.action)
+
+# --- backfills -------------------------------------------------------------------------------
+# A backfill is one row: its partition set is compact JSON (ranges over the definition), its
+# progress a cursor into that set plus counts per outcome. Only partitions that did not succeed
+# get a row of their own (with the error), so a backfill that goes well costs one row, whatever
+# its size. backfill_runs links each run (one per chunk of partitions) to its backfill.
+
+backfills = sa.Table(
+    "flowstone_backfills",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("seq", sa.BigInteger, sa.Identity(), nullable=False),
+    sa.Column("status", STATUS, nullable=False),
+    sa.Column("targets", JSONType, nullable=False),
+    sa.Column("with_upstream", sa.Boolean, nullable=False),
+    sa.Column("partition_set", JSONType, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("cursor", sa.BigInteger, nullable=False),
+    sa.Column("counts", JSONType, nullable=False),
+    sa.Column("parallel", sa.Integer, nullable=False),
+    sa.Column("chunk_size", sa.Integer, nullable=False),
+    sa.Column("force", sa.Boolean, nullable=False),
+    sa.Column("created_by", NAME),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("owner", NAME),  # host:pid:token of the process working on it
+    sa.Column("heartbeat_at", UTCDateTime),
+    sa.UniqueConstraint("seq"),
+)
+sa.Index("ix_flowstone_backfills_created", backfills.c.created_at, backfills.c.seq)
+
+backfill_runs = sa.Table(
+    "flowstone_backfill_runs",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column(
+        "backfill_id",
+        ID,
+        sa.ForeignKey(backfills.c.id, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+sa.Index("ix_flowstone_backfill_runs_backfill", backfill_runs.c.backfill_id)
+
+backfill_partitions = sa.Table(
+    "flowstone_backfill_partitions",
+    metadata,
+    sa.Column(
+        "backfill_id",
+        ID,
+        sa.ForeignKey(backfills.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("position", sa.BigInteger, primary_key=True),
+    sa.Column("partition_key", KEY, nullable=False),
+    sa.Column("outcome", STATUS, nullable=False),
+    sa.Column("asset", NAME),
+    sa.Column("run_id", ID),
+    sa.Column("materialization_id", ID),
+    sa.Column("error_type", NAME),
+    sa.Column("error_message", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# --- schedules and sensors -------------------------------------------------------------------
+# A schedule's row is its definition plus its state (paused, cursor). Ticks are keyed by
+# (kind, name, tick_time): the unique key is what stops two schedulers from both taking a tick.
+# tick_runs links each run a tick launched to the tick's origin, its run key (unique per sensor:
+# a key launches once; NULLs never collide) and the time a scheduler last claimed it.
+
+schedules = sa.Table(
+    "flowstone_schedules",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("targets", JSONType, nullable=False),
+    sa.Column("cron", NAME, nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("partition", NAME, nullable=False),
+    sa.Column("with_upstream", sa.Boolean, nullable=False),
+    sa.Column("catch_up", STATUS, nullable=False),
+    sa.Column("catch_up_limit", sa.Integer, nullable=False),
+    sa.Column("max_lateness_s", sa.Float),
+    sa.Column("dst_nonexistent", STATUS, nullable=False),
+    sa.Column("dst_repeated", STATUS, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("cursor", UTCDateTime),
+    sa.Column("source", STATUS, nullable=False),
+    sa.Column("tags", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+sensors = sa.Table(
+    "flowstone_sensors",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("interval_s", sa.Float, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("cursor", sa.Text),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("last_tick_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+ticks = sa.Table(
+    "flowstone_ticks",
+    metadata,
+    sa.Column("id", AutoId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("tick_time", UTCDateTime, nullable=False),
+    sa.Column("status", STATUS, nullable=False),
+    sa.Column("run_ids", JSONType, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("details", JSONType, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # Also serves "a schedule's ticks, newest first".
+    sa.UniqueConstraint("kind", "name", "tick_time"),
+)
+
+tick_runs = sa.Table(
+    "flowstone_tick_runs",
+    metadata,
+    sa.Column("run_id", ID, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("run_key", KEY),
+    sa.Column("claimed_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("kind", "name", "run_key"),
+)
+
+# --- approvals -----------------------------------------------------------------------------
+approvals = sa.Table(
+    "flowstone_approvals",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("run_id", ID, nullable=False),
+    # Written in the same transaction as the materialization that waits for it.
+    sa.Column(
+        "materialization_id",
+        ID,
+        sa.ForeignKey(materializations.c.id, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("asset", NAME, nullable=False),
+    sa.Column("partition_key", KEY, nullable=False),
+    sa.Column("status", STATUS, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("context", JSONType, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("timeout_at", UTCDateTime),
+    sa.Column("decided_by", NAME),
+    sa.Column("decided_at", UTCDateTime),
+    sa.Column("reason", sa.Text),
+    sa.Column("input", JSONType, nullable=False),
+)
+# The expiry sweep and the "pending" list: status first, then the due time.
+sa.Index("ix_flowstone_approvals_status", approvals.c.status, approvals.c.timeout_at)
+sa.Index("ix_flowstone_approvals_asset", approvals.c.asset, approvals.c.partition_key)
+sa.Index("ix_flowstone_approvals_run", approvals.c.run_id)
+sa.Index("ix_flowstone_approvals_materialization", approvals.c.materialization_id)

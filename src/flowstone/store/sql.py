@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -35,6 +36,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from flowstone.backfill_records import (
+    BackfillPartition,
+    BackfillRecord,
+    BackfillStatus,
+    PartitionOutcome,
+    interrupted_run_event,
+)
+from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.errors import StoreError, StoreUnavailableError
 from flowstone.records import (
     AuditEvent,
@@ -44,17 +53,43 @@ from flowstone.records import (
     RunRecord,
     RunStatus,
     Status,
+    utcnow,
+)
+from flowstone.schedule_records import (
+    CatchUp,
+    ScheduleRecord,
+    SensorRecord,
+    TickKind,
+    TickLaunch,
+    TickRecord,
+    TickRun,
+    TickStatus,
 )
 from flowstone.store import migrate
-from flowstone.store.base import clamp_depth
+from flowstone.store.base import (
+    RunTransaction,
+    T,
+    check_decision,
+    check_run_member,
+    clamp_depth,
+)
 from flowstone.store.direct import DirectWriter, prepare
 from flowstone.store.schema import (
     VERSION_TABLE,
+    UTCDateTime,
     audit_log,
     lineage,
     materializations,
     runs,
 )
+from flowstone.store.schema import approvals as approvals_table
+from flowstone.store.schema import backfill_partitions as backfill_partitions_table
+from flowstone.store.schema import backfill_runs as backfill_runs_table
+from flowstone.store.schema import backfills as backfills_table
+from flowstone.store.schema import schedules as schedules_table
+from flowstone.store.schema import sensors as sensors_table
+from flowstone.store.schema import tick_runs as tick_runs_table
+from flowstone.store.schema import ticks as ticks_table
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SQLStore", "create_engine"]
 
@@ -387,6 +422,100 @@ def _audit_record(row: Sequence[Any]) -> AuditEvent:
     )
 
 
+# --- backfills: rows <-> records ------------------------------------------------------------
+
+_BACKFILL_COLUMNS = tuple(c for c in backfills_table.c if c.name != "seq")
+#: Bound parameters per IN list: well under SQLite's limit of 32,766 per statement.
+_IN_BATCH = 5_000
+
+
+def _batches(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), _IN_BATCH):
+        yield values[start : start + _IN_BATCH]
+
+
+def _backfill_params(b: BackfillRecord) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "status": b.status.value,
+        "targets": list(b.targets),
+        "with_upstream": b.with_upstream,
+        "partition_set": b.partition_set,
+        "total": b.total,
+        "cursor": b.cursor,
+        "counts": dict(b.counts),
+        "parallel": b.parallel,
+        "chunk_size": b.chunk_size,
+        "force": b.force,
+        "created_by": b.created_by,
+        "created_at": b.created_at,
+        "finished_at": b.finished_at,
+        "owner": b.owner,
+        "heartbeat_at": b.heartbeat_at,
+    }
+
+
+def _backfill_record(row: Any) -> BackfillRecord:
+    m = row._mapping
+    return BackfillRecord(
+        id=m["id"],
+        status=BackfillStatus(m["status"]),
+        targets=tuple(m["targets"] or ()),
+        with_upstream=bool(m["with_upstream"]),
+        partition_set=m["partition_set"] or {},
+        total=int(m["total"]),
+        cursor=int(m["cursor"]),
+        counts={str(k): int(v) for k, v in (m["counts"] or {}).items()},
+        parallel=int(m["parallel"]),
+        chunk_size=int(m["chunk_size"]),
+        force=bool(m["force"]),
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+        finished_at=m["finished_at"],
+        owner=m["owner"],
+        heartbeat_at=m["heartbeat_at"],
+    )
+
+
+def _select_backfill(conn: sa.Connection, backfill_id: str) -> BackfillRecord | None:
+    t = backfills_table
+    row = conn.execute(sa.select(*_BACKFILL_COLUMNS).where(t.c.id == backfill_id)).first()
+    return None if row is None else _backfill_record(row)
+
+
+def _backfill_partition_params(p: BackfillPartition) -> dict[str, Any]:
+    return {
+        "backfill_id": p.backfill_id,
+        "position": p.position,
+        "partition_key": p.partition_key,
+        "outcome": p.outcome.value,
+        "asset": p.asset,
+        "run_id": p.run_id,
+        "materialization_id": p.materialization_id,
+        "error_type": p.error_type,
+        "error_message": p.error_message,
+        "attempts": p.attempts,
+        "updated_at": p.updated_at,
+    }
+
+
+def _backfill_partition_record(row: Any) -> BackfillPartition:
+    m = row._mapping
+    return BackfillPartition(
+        backfill_id=m["backfill_id"],
+        position=int(m["position"]),
+        partition_key=m["partition_key"],
+        outcome=PartitionOutcome(m["outcome"]),
+        asset=m["asset"],
+        run_id=m["run_id"],
+        materialization_id=m["materialization_id"],
+        error_type=m["error_type"],
+        error_message=m["error_message"],
+        attempts=int(m["attempts"]),
+        updated_at=m["updated_at"],
+    )
+
+
 # --- the store -----------------------------------------------------------------------------
 
 
@@ -683,6 +812,654 @@ class SQLStore:
             rows = conn.execute(stmt).all()
         return [_audit_record(row) for row in rows]
 
+    # --- schedules and sensors --------------------------------------------------------------
+    @_wraps_errors("save the schedule")
+    def save_schedule(self, schedule: ScheduleRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        with self._serial, self._engine.begin() as conn:
+            conn.execute(self._upsert_schedule, _schedule_params(schedule))
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+
+    @_wraps_errors("read the schedule")
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        t = schedules_table
+        with self._serial, self._read.connect() as conn:
+            row = conn.execute(sa.select(*t.c).where(t.c.name == name)).first()
+        return None if row is None else _schedule_record(row)
+
+    @_wraps_errors("list schedules")
+    def list_schedules(self) -> list[ScheduleRecord]:
+        t = schedules_table
+        with self._serial, self._read.connect() as conn:
+            rows = conn.execute(sa.select(*t.c).order_by(self._text_order(t.c.name))).all()
+        return [_schedule_record(row) for row in rows]
+
+    @_wraps_errors("pause or resume the schedule")
+    def set_schedule_paused(
+        self,
+        name: str,
+        paused: bool,
+        *,
+        cursor: datetime | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        t = schedules_table
+        values: dict[str, Any] = {"paused": paused, "updated_at": utcnow()}
+        if cursor is not None:
+            values["cursor"] = _later_cursor(t.c.cursor, cursor)
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(sa.update(t).where(t.c.name == name).values(values)).rowcount != 1:
+                return False
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        return True
+
+    @_wraps_errors("delete the schedule")
+    def delete_schedule(self, name: str, audit: Sequence[AuditEvent] = ()) -> bool:
+        t = schedules_table
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(sa.delete(t).where(t.c.name == name)).rowcount != 1:
+                return False
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        return True
+
+    @_wraps_errors("record the schedule's tick")
+    def create_schedule_tick(
+        self,
+        tick: TickRecord,
+        launch: TickLaunch | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        t = schedules_table
+        try:
+            with self._serial, self._engine.begin() as conn:
+                self._insert_tick_with_runs(conn, tick, () if launch is None else (launch,))
+                conn.execute(
+                    sa.update(t)
+                    .where(t.c.name == tick.name)
+                    .values(cursor=_later_cursor(t.c.cursor, tick.tick_time))
+                )
+                if audit:
+                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        except _TickTaken:
+            return False
+        return True
+
+    @_wraps_errors("save the sensor")
+    def save_sensor(self, sensor: SensorRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        with self._serial, self._engine.begin() as conn:
+            conn.execute(self._upsert_sensor, _sensor_params(sensor))
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+
+    @_wraps_errors("read the sensor")
+    def get_sensor(self, name: str) -> SensorRecord | None:
+        t = sensors_table
+        with self._serial, self._read.connect() as conn:
+            row = conn.execute(sa.select(*t.c).where(t.c.name == name)).first()
+        return None if row is None else _sensor_record(row)
+
+    @_wraps_errors("list sensors")
+    def list_sensors(self) -> list[SensorRecord]:
+        t = sensors_table
+        with self._serial, self._read.connect() as conn:
+            rows = conn.execute(sa.select(*t.c).order_by(self._text_order(t.c.name))).all()
+        return [_sensor_record(row) for row in rows]
+
+    @_wraps_errors("pause or resume the sensor")
+    def set_sensor_paused(self, name: str, paused: bool, audit: Sequence[AuditEvent] = ()) -> bool:
+        t = sensors_table
+        stmt = sa.update(t).where(t.c.name == name).values(paused=paused, updated_at=utcnow())
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        return True
+
+    @_wraps_errors("record the sensor's tick")
+    def create_sensor_tick(
+        self,
+        name: str,
+        *,
+        expected_version: int,
+        polled_at: datetime,
+        cursor: str | None,
+        tick: TickRecord | None = None,
+        launches: Sequence[TickLaunch] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        t = sensors_table
+        # The version check comes first: on PostgreSQL the UPDATE locks the sensor's row, so
+        # two schedulers applying polls of one sensor take turns, and the second finds the
+        # version moved on.
+        bump = (
+            sa.update(t)
+            .where(t.c.name == name, t.c.version == expected_version)
+            .values(version=t.c.version + 1, cursor=cursor, last_tick_at=polled_at)
+        )
+        try:
+            with self._serial, self._engine.begin() as conn:
+                if conn.execute(bump).rowcount != 1:
+                    raise _TickTaken
+                if tick is not None:
+                    self._insert_tick_with_runs(conn, tick, launches)
+                if audit:
+                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        except _TickTaken:
+            return False
+        return True
+
+    @_wraps_errors("read run keys")
+    def seen_run_keys(self, sensor: str, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        t = tick_runs_table
+        stmt = sa.select(t.c.run_key).where(
+            t.c.kind == TickKind.SENSOR.value, t.c.name == sensor, t.c.run_key.in_(list(keys))
+        )
+        with self._serial, self._read.connect() as conn:
+            return {row[0] for row in conn.execute(stmt)}
+
+    @_wraps_errors("list ticks")
+    def list_ticks(self, kind: TickKind, name: str, *, limit: int = 50) -> list[TickRecord]:
+        t = ticks_table
+        stmt = (
+            sa.select(*t.c)
+            .where(t.c.kind == kind.value, t.c.name == name)
+            .order_by(t.c.tick_time.desc())
+            .limit(limit)
+        )
+        with self._serial, self._read.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_tick_record(row) for row in rows]
+
+    @_wraps_errors("find orphaned tick runs")
+    def orphaned_tick_runs(self, claimed_before: datetime) -> list[TickRun]:
+        c, r, m = tick_runs_table, runs, materializations
+        started = sa.exists().where(m.c.run_id == c.c.run_id, m.c.status != Status.PENDING.value)
+        stmt = (
+            sa.select(*c.c)
+            .join(r, r.c.id == c.c.run_id)
+            .where(
+                r.c.status == RunStatus.RUNNING.value,
+                c.c.claimed_at < claimed_before,
+                ~started,
+            )
+            .order_by(c.c.claimed_at, c.c.run_id)
+        )
+        with self._serial, self._read.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            TickRun(
+                run_id=row[0], kind=TickKind(row[1]), name=row[2], run_key=row[3], claimed_at=row[4]
+            )
+            for row in rows
+        ]
+
+    @_wraps_errors("claim the tick's run")
+    def claim_tick_run(self, run_id: str, *, expected: datetime, claimed_at: datetime) -> bool:
+        c = tick_runs_table
+        stmt = (
+            sa.update(c)
+            .where(c.c.run_id == run_id, c.c.claimed_at == expected)
+            .values(claimed_at=claimed_at)
+        )
+        with self._serial, self._engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    def _insert_tick_with_runs(
+        self, conn: sa.Connection, tick: TickRecord, launches: Sequence[TickLaunch]
+    ) -> None:
+        """Insert a tick and its runs; raise _TickTaken if the tick or a run key exists."""
+        if conn.execute(self._insert_tick, _tick_params(tick)).rowcount != 1:
+            raise _TickTaken
+        for launch in launches:
+            conn.execute(self._upsert_run, _run_params(launch.run))
+            if launch.materializations:
+                params = [_mat_params(m) for m in launch.materializations]
+                if self._dialect == "sqlite":
+                    saved = conn.execute(self._upsert_mat, params).rowcount
+                else:  # a multi-row INSERT's rowcount is unknown: count what it returns
+                    saved = len(conn.execute(self._upsert_mat_returning, params).all())
+                if saved != len(params):
+                    raise _identity_error(launch.materializations)
+            claim = {
+                "run_id": launch.run.id,
+                "kind": tick.kind.value,
+                "name": tick.name,
+                "run_key": launch.run_key,
+                "claimed_at": tick.recorded_at,
+            }
+            if conn.execute(self._insert_tick_run, claim).rowcount != 1:
+                raise _TickTaken
+
+    def _text_order(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # Byte order, as Python sorts str, whatever the PostgreSQL database's collation.
+        return column.collate("C") if self._dialect == "postgresql" else column
+
+    def _build_schedule_statements(self) -> None:
+        pg = self._dialect == "postgresql"
+
+        def insert(table: sa.Table) -> Any:
+            return postgresql.insert(table) if pg else sqlite.insert(table)
+
+        def upsert(table: sa.Table, update: Sequence[str]) -> sa.Insert:
+            stmt = insert(table)
+            return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+                index_elements=[table.c.name],
+                set_={name: stmt.excluded[name] for name in update},
+            )
+
+        kept = ("name", "paused", "cursor", "created_at")
+        self._upsert_schedule = upsert(
+            schedules_table, [c.name for c in schedules_table.c if c.name not in kept]
+        )
+        self._upsert_sensor = upsert(sensors_table, ["interval_s", "updated_at"])
+        # DO NOTHING, not an IntegrityError: on PostgreSQL an error aborts the transaction.
+        self._insert_tick = (
+            insert(ticks_table)
+            .on_conflict_do_nothing(index_elements=["kind", "name", "tick_time"])
+            .execution_options(preserve_rowcount=True)
+        )
+        self._insert_tick_run = (
+            insert(tick_runs_table)
+            .on_conflict_do_nothing()
+            .execution_options(preserve_rowcount=True)
+        )
+
+    # --- approvals ---------------------------------------------------------------------------
+    # Not on the hot path (a request or decision is a person's pace), so these go through
+    # SQLAlchemy on both databases rather than SQLite's direct writer.
+    @_wraps_errors("store the approval request")
+    def request_approval(
+        self,
+        approval: ApprovalRecord,
+        materialization: MaterializationRecord,
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(self._upsert_mat, _mat_params(materialization)).rowcount != 1:
+                raise _identity_error((materialization,))
+            conn.execute(approvals_table.insert(), _approval_params(approval))
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+
+    @_wraps_errors("read the approval request")
+    def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        a = approvals_table
+        stmt = sa.select(*a.c).where(a.c.id == approval_id)
+        with self._serial, self._read.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else _approval_record(row)
+
+    @_wraps_errors("list approval requests")
+    def list_approvals(
+        self,
+        *,
+        status: ApprovalStatus | None = None,
+        asset: str | None = None,
+        run_id: str | None = None,
+        id_prefix: str | None = None,
+        due_before: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[ApprovalRecord]:
+        a = approvals_table
+        stmt = sa.select(*a.c).order_by(a.c.requested_at, self._text_order(a.c.id))
+        if status is not None:
+            stmt = stmt.where(a.c.status == status.value)
+        if asset is not None:
+            stmt = stmt.where(a.c.asset == asset)
+        if run_id is not None:
+            stmt = stmt.where(a.c.run_id == run_id)
+        if id_prefix is not None:
+            # Not LIKE: SQLite's LIKE ignores case, and '%' or '_' would be wildcards.
+            stmt = stmt.where(sa.func.substr(a.c.id, 1, len(id_prefix)) == id_prefix)
+        if due_before is not None:
+            stmt = stmt.where(a.c.timeout_at.is_not(None), a.c.timeout_at <= due_before)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._serial, self._read.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_approval_record(row) for row in rows]
+
+    @_wraps_errors("record the approval decision")
+    def decide_approval(
+        self,
+        decided: ApprovalRecord,
+        *,
+        materialization: MaterializationRecord | None = None,
+        audit: Sequence[AuditEvent] = (),
+    ) -> bool:
+        check_decision(decided)
+        a = approvals_table
+        at = sa.bindparam("decided_at", decided.decided_at, type_=UTCDateTime)
+        if decided.status == ApprovalStatus.EXPIRED:
+            timing = sa.and_(a.c.timeout_at.is_not(None), a.c.timeout_at <= at)
+        else:
+            timing = sa.or_(a.c.timeout_at.is_(None), a.c.timeout_at > at)
+        # The compare and set: of two concurrent decisions, the second matches no row.
+        stmt = (
+            sa.update(a)
+            .where(a.c.id == decided.id, a.c.status == ApprovalStatus.PENDING.value, timing)
+            .values(
+                status=decided.status.value,
+                decided_by=decided.decided_by,
+                decided_at=at,
+                reason=decided.reason,
+                input=decided.input,
+            )
+            .execution_options(preserve_rowcount=True)
+        )
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            if (
+                materialization is not None
+                and conn.execute(self._upsert_mat, _mat_params(materialization)).rowcount != 1
+            ):
+                raise _identity_error((materialization,))
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        return True
+
+    @_wraps_errors("claim materializations")
+    def claim_materializations(self, materialization_ids: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(materialization_ids))
+        if not wanted:
+            return []
+        m = materializations
+        claimable = (Status.PENDING.value, Status.WAITING_APPROVAL.value)
+        stmt = (
+            sa.update(m)
+            .where(m.c.id.in_(wanted), m.c.status.in_(claimable))
+            .values(status=Status.RUNNING.value)
+            .returning(m.c.id)
+        )
+        with self._serial, self._engine.begin() as conn:
+            claimed = set(conn.execute(stmt).scalars())
+        return [mat_id for mat_id in wanted if mat_id in claimed]
+
+    # --- backfills --------------------------------------------------------------------------
+    @_wraps_errors("create the backfill")
+    def create_backfill(self, backfill: BackfillRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        t = backfills_table
+        insert = sa.insert(t).values(_backfill_params(backfill))
+        if self._dialect == "sqlite":  # no identity columns: see schema.py
+            next_seq = sa.select(sa.func.coalesce(sa.func.max(t.c.seq), 0) + 1).scalar_subquery()
+            insert = insert.values(seq=next_seq)
+        try:
+            with self._serial, self._engine.begin() as conn:
+                conn.execute(insert)
+                if audit:
+                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        except sa.exc.IntegrityError as exc:
+            raise StoreError(
+                f"Could not create backfill {backfill.id}: a backfill with this id exists."
+            ) from exc
+
+    @_wraps_errors("read the backfill")
+    def get_backfill(self, backfill_id: str) -> BackfillRecord | None:
+        with self._serial, self._read.connect() as conn:
+            return _select_backfill(conn, backfill_id)
+
+    @_wraps_errors("list backfills")
+    def list_backfills(self, *, limit: int | None = 50) -> list[BackfillRecord]:
+        t = backfills_table
+        stmt = sa.select(*_BACKFILL_COLUMNS).order_by(t.c.created_at.desc(), t.c.seq.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._serial, self._read.connect() as conn:
+            return [_backfill_record(row) for row in conn.execute(stmt)]
+
+    @_wraps_errors("claim the backfill")
+    def claim_backfill(
+        self,
+        backfill_id: str,
+        *,
+        owner: str,
+        expected_owner: str | None,
+        now: datetime,
+        audit: Sequence[AuditEvent] = (),
+    ) -> BackfillRecord | None:
+        t = backfills_table
+        held = t.c.owner.is_(None) if expected_owner is None else t.c.owner == expected_owner
+        stmt = (
+            sa.update(t)
+            .where(t.c.id == backfill_id, held)
+            .values(
+                owner=owner,
+                heartbeat_at=now,
+                status=BackfillStatus.RUNNING.value,
+                finished_at=None,
+            )
+        )
+        return self._update_backfill(backfill_id, stmt, audit)
+
+    @_wraps_errors("record the backfill's heartbeat")
+    def heartbeat_backfill(
+        self, backfill_id: str, *, owner: str, now: datetime
+    ) -> BackfillRecord | None:
+        t = backfills_table
+        stmt = sa.update(t).where(t.c.id == backfill_id, t.c.owner == owner)
+        return self._update_backfill(backfill_id, stmt.values(heartbeat_at=now))
+
+    @_wraps_errors("record the backfill's progress")
+    def save_backfill_progress(
+        self,
+        backfill_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        cursor: int,
+        counts: Mapping[str, int],
+        partitions: Sequence[BackfillPartition] = (),
+        resolved: Sequence[int] = (),
+    ) -> BackfillRecord | None:
+        t, rows = backfills_table, backfill_partitions_table
+        stmt = (
+            sa.update(t)
+            .where(t.c.id == backfill_id, t.c.owner == owner)
+            .values(cursor=cursor, counts=dict(counts), heartbeat_at=now)
+        )
+        # Replaced rows are deleted and inserted again: one portable statement pair.
+        positions = sorted({*resolved, *(row.position for row in partitions)})
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                return None
+            for batch in _batches(positions):
+                conn.execute(
+                    sa.delete(rows).where(
+                        rows.c.backfill_id == backfill_id, rows.c.position.in_(batch)
+                    )
+                )
+            if partitions:
+                conn.execute(sa.insert(rows), [_backfill_partition_params(r) for r in partitions])
+            return _select_backfill(conn, backfill_id)
+
+    @_wraps_errors("finish the backfill")
+    def finish_backfill(
+        self,
+        backfill_id: str,
+        *,
+        owner: str,
+        status: BackfillStatus,
+        now: datetime,
+        audit: Sequence[AuditEvent] = (),
+    ) -> BackfillRecord | None:
+        t = backfills_table
+        stmt = (
+            sa.update(t)
+            .where(t.c.id == backfill_id, t.c.owner == owner)
+            .values(
+                status=status.value,
+                owner=None,
+                heartbeat_at=now,
+                finished_at=now if status.is_final else None,
+            )
+        )
+        return self._update_backfill(backfill_id, stmt, audit)
+
+    @_wraps_errors("cancel the backfill")
+    def request_backfill_cancel(
+        self, backfill_id: str, *, audit: Sequence[AuditEvent] = ()
+    ) -> BackfillRecord | None:
+        t = backfills_table
+        stmt = (
+            sa.update(t)
+            .where(t.c.id == backfill_id, t.c.status == BackfillStatus.RUNNING.value)
+            .values(status=BackfillStatus.CANCELING.value)
+        )
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount == 1 and audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            return _select_backfill(conn, backfill_id)
+
+    @_wraps_errors("create the backfill's run")
+    def create_backfill_run(
+        self,
+        backfill_id: str,
+        run: RunRecord,
+        materializations: Sequence[MaterializationRecord] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        link = {"run_id": run.id, "backfill_id": backfill_id, "created_at": run.created_at}
+        try:
+            with self._serial, self._engine.begin() as conn:
+                conn.execute(self._upsert_run, _run_params(run))
+                conn.execute(sa.insert(backfill_runs_table), link)
+                if materializations:
+                    # As create_run: a row the upsert left alone is an identity conflict.
+                    # SQLite runs the batch row by row (each row's seq is max + 1), so its
+                    # rowcount is right; PostgreSQL's multi-row INSERT says it by RETURNING.
+                    params = [_mat_params(m) for m in materializations]
+                    if self._dialect == "sqlite":
+                        saved = conn.execute(self._upsert_mat, params).rowcount
+                    else:
+                        saved = len(conn.execute(self._upsert_mat_returning, params).all())
+                    if saved != len(materializations):
+                        raise _identity_error(materializations)
+                if audit:
+                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+        except sa.exc.IntegrityError as exc:
+            raise StoreError(
+                f"Could not create run {run.id} of backfill {backfill_id}: there is no such "
+                f"backfill, or the run is already linked to one ({_detail(exc)})."
+            ) from exc
+
+    @_wraps_errors("close the backfill's interrupted runs")
+    def interrupt_backfill_runs(
+        self, backfill_id: str, *, now: datetime, error_type: str, error_message: str
+    ) -> list[str]:
+        r, m, link = runs, materializations, backfill_runs_table
+        stuck = (
+            sa.select(r.c.id)
+            .select_from(r.join(link, link.c.run_id == r.c.id))
+            .where(link.c.backfill_id == backfill_id, r.c.status == RunStatus.RUNNING.value)
+            .order_by(r.c.created_at, r.c.seq)
+        )
+        with self._serial, self._engine.begin() as conn:
+            closed = list(conn.execute(stuck).scalars())
+            for batch in _batches(closed):
+                conn.execute(
+                    sa.update(m)
+                    .where(
+                        m.c.run_id.in_(batch),
+                        m.c.status.in_((Status.PENDING.value, Status.RUNNING.value)),
+                    )
+                    .values(
+                        status=Status.FAILED.value,
+                        completed_at=now,
+                        error_type=error_type,
+                        error_message=error_message,
+                    )
+                )
+                conn.execute(
+                    sa.update(r)
+                    .where(r.c.id.in_(batch))
+                    .values(status=RunStatus.FAILED.value, completed_at=now)
+                )
+            if closed:
+                events = [interrupted_run_event(run_id, backfill_id, now) for run_id in closed]
+                conn.execute(self._insert_audit, [_audit_params(e) for e in events])
+        return closed
+
+    @_wraps_errors("list the backfill's partitions")
+    def list_backfill_partitions(
+        self,
+        backfill_id: str,
+        *,
+        outcome: PartitionOutcome | None = None,
+        after: int = -1,
+        limit: int | None = 100,
+    ) -> list[BackfillPartition]:
+        rows = backfill_partitions_table
+        stmt = (
+            sa.select(*rows.c)
+            .where(rows.c.backfill_id == backfill_id, rows.c.position > after)
+            .order_by(rows.c.position)
+        )
+        if outcome is not None:
+            stmt = stmt.where(rows.c.outcome == outcome.value)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._serial, self._read.connect() as conn:
+            return [_backfill_partition_record(row) for row in conn.execute(stmt)]
+
+    @_wraps_errors("find successful partitions")
+    def successful_partitions(
+        self,
+        assets: Sequence[str],
+        partition_keys: Sequence[str],
+        *,
+        backfill_id: str | None = None,
+    ) -> set[str]:
+        wanted_assets = sorted(set(assets))
+        if not wanted_assets or not partition_keys:
+            return set()
+        m, link = materializations, backfill_runs_table
+        found: set[str] = set()
+        with self._serial, self._read.connect() as conn:
+            for batch in _batches(sorted(set(partition_keys))):
+                # A key qualifies when each asset has a success: count the distinct assets.
+                stmt = (
+                    sa.select(m.c.partition_key)
+                    .where(
+                        m.c.asset.in_(wanted_assets),
+                        m.c.partition_key.in_(batch),
+                        m.c.status == Status.SUCCESS.value,
+                    )
+                    .group_by(m.c.partition_key)
+                    .having(sa.func.count(sa.distinct(m.c.asset)) == len(wanted_assets))
+                )
+                if backfill_id is not None:
+                    of_backfill = sa.select(link.c.run_id).where(link.c.backfill_id == backfill_id)
+                    stmt = stmt.where(m.c.run_id.in_(of_backfill))
+                found.update(conn.execute(stmt).scalars())
+        return found
+
+    def _update_backfill(
+        self, backfill_id: str, stmt: sa.Update, audit: Sequence[AuditEvent] = ()
+    ) -> BackfillRecord | None:
+        """Run a conditional UPDATE; on a match, store the audit and return the new row."""
+        with self._serial, self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                return None
+            if audit:
+                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            return _select_backfill(conn, backfill_id)
+
+    # --- run transactions (distributed execution) ------------------------------------------
+    @_wraps_errors("update the run")
+    def run_transaction(self, run_id: str, work: Callable[[RunTransaction], T]) -> T:
+        # On SQLite, BEGIN IMMEDIATE already serializes every writer; PostgreSQL takes a
+        # transaction-scoped advisory lock on the run id (the run row may not exist yet).
+        with self._serial, self._engine.begin() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(_LOCK_RUN, {"run_id": run_id})
+            return work(_SQLRunTransaction(self, conn, run_id))
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._read.dispose()  # on SQLite a second engine on the same pool: closes it too
@@ -805,6 +1582,7 @@ class SQLStore:
         self._upstream = self._upstream_statement(text_order)
         self._downstream = self._downstream_statement(text_order, with_status=False)
         self._impact = self._downstream_statement(text_order, with_status=True)
+        self._build_schedule_statements()
 
     @staticmethod
     def _upstream_statement(
@@ -957,3 +1735,265 @@ class SQLStore:
             .where(c.rank == 1)
             .order_by(c.depth, text_order(c.asset), text_order(c.partition_key))
         )
+
+
+# --- schedules and sensors: rows <-> records -------------------------------------------------
+
+
+class _TickTaken(Exception):
+    """Inside a tick's transaction: another scheduler got there first; roll back."""
+
+
+def _later_cursor(column: sa.ColumnElement[Any], value: datetime) -> sa.ColumnElement[Any]:
+    """SQL for "the cursor moved forward to value, never back"."""
+    bound = sa.literal(value, UTCDateTime())
+    return sa.case((sa.or_(column.is_(None), column < bound), bound), else_=column)
+
+
+def _schedule_params(s: ScheduleRecord) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "targets": list(s.targets),
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "partition": s.partition,
+        "with_upstream": s.with_upstream,
+        "catch_up": s.catch_up.value,
+        "catch_up_limit": s.catch_up_limit,
+        "max_lateness_s": s.max_lateness_s,
+        "dst_nonexistent": s.dst_nonexistent,
+        "dst_repeated": s.dst_repeated,
+        "paused": s.paused,
+        "cursor": s.cursor,
+        "source": s.source,
+        "tags": dict(s.tags),
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    }
+
+
+def _schedule_record(row: Any) -> ScheduleRecord:
+    m = row._mapping
+    return ScheduleRecord(
+        name=m["name"],
+        targets=tuple(m["targets"] or ()),
+        cron=m["cron"],
+        timezone=m["timezone"],
+        partition=m["partition"],
+        with_upstream=bool(m["with_upstream"]),
+        catch_up=CatchUp(m["catch_up"]),
+        catch_up_limit=m["catch_up_limit"],
+        max_lateness_s=m["max_lateness_s"],
+        dst_nonexistent=m["dst_nonexistent"],
+        dst_repeated=m["dst_repeated"],
+        paused=bool(m["paused"]),
+        cursor=m["cursor"],
+        source=m["source"],
+        tags=m["tags"] or {},
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _sensor_params(s: SensorRecord) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "interval_s": s.interval_s,
+        "paused": s.paused,
+        "cursor": s.cursor,
+        "version": s.version,
+        "last_tick_at": s.last_tick_at,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    }
+
+
+def _sensor_record(row: Any) -> SensorRecord:
+    m = row._mapping
+    return SensorRecord(
+        name=m["name"],
+        interval_s=m["interval_s"],
+        paused=bool(m["paused"]),
+        cursor=m["cursor"],
+        version=m["version"],
+        last_tick_at=m["last_tick_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _tick_params(t: TickRecord) -> dict[str, Any]:
+    return {
+        "kind": t.kind.value,
+        "name": t.name,
+        "tick_time": t.tick_time,
+        "status": t.status.value,
+        "run_ids": list(t.run_ids),
+        "reason": t.reason,
+        "details": t.details,
+        "recorded_at": t.recorded_at,
+    }
+
+
+def _tick_record(row: Any) -> TickRecord:
+    m = row._mapping
+    return TickRecord(
+        id=m["id"],
+        kind=TickKind(m["kind"]),
+        name=m["name"],
+        tick_time=m["tick_time"],
+        status=TickStatus(m["status"]),
+        run_ids=tuple(m["run_ids"] or ()),
+        reason=m["reason"],
+        details=m["details"] or {},
+        recorded_at=m["recorded_at"],
+    )
+
+
+# --- approvals: rows <-> records -----------------------------------------------------------
+
+
+def _approval_params(a: ApprovalRecord) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "run_id": a.run_id,
+        "materialization_id": a.materialization_id,
+        "asset": a.asset,
+        "partition_key": a.partition_key,
+        "status": a.status.value,
+        "message": a.message,
+        "context": a.context,
+        "attempt": a.attempt,
+        "requested_at": a.requested_at,
+        "timeout_at": a.timeout_at,
+        "decided_by": a.decided_by,
+        "decided_at": a.decided_at,
+        "reason": a.reason,
+        "input": a.input,
+    }
+
+
+def _approval_record(row: sa.Row[Any]) -> ApprovalRecord:
+    values = row._mapping
+    return ApprovalRecord(
+        id=values["id"],
+        run_id=values["run_id"],
+        materialization_id=values["materialization_id"],
+        asset=values["asset"],
+        partition_key=values["partition_key"],
+        status=ApprovalStatus(values["status"]),
+        message=values["message"],
+        context=values["context"] if values["context"] is not None else {},
+        attempt=values["attempt"],
+        requested_at=values["requested_at"],
+        timeout_at=values["timeout_at"],
+        decided_by=values["decided_by"],
+        decided_at=values["decided_at"],
+        reason=values["reason"],
+        input=values["input"] if values["input"] is not None else {},
+    )
+
+
+# --- run transactions (distributed execution) ----------------------------------------------
+
+#: Advisory lock namespace of FlowStone's run locks (the first key of the two-key form), so
+#: they never collide with another application's advisory locks in the same database.
+RUN_LOCK_NAMESPACE = 0x464C5354  # "FLST"
+_LOCK_RUN = sa.select(
+    sa.func.pg_advisory_xact_lock(
+        sa.literal(RUN_LOCK_NAMESPACE, sa.Integer), sa.func.hashtext(sa.bindparam("run_id"))
+    )
+)
+_RUN_MATS = (
+    sa.select(*_MAT_COLUMNS)
+    .where(materializations.c.run_id == sa.bindparam("run_id"))
+    .order_by(materializations.c.created_at, materializations.c.seq)
+)
+_RUN_MATS_OF = _RUN_MATS.where(
+    materializations.c.asset.in_(sa.bindparam("assets", expanding=True))
+)
+_COUNT_UNFINISHED = (
+    sa.select(sa.func.count())
+    .select_from(materializations)
+    .where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.status.not_in([s.value for s in Status if s.is_final]),
+    )
+)
+
+
+class _SQLRunTransaction:
+    """A :class:`RunTransaction` on an open SQLAlchemy connection of a :class:`SQLStore`."""
+
+    def __init__(self, store: SQLStore, conn: sa.Connection, run_id: str) -> None:
+        self._store = store
+        self._conn = conn
+        self._run_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def connection(self) -> Any:
+        return self._conn.connection.driver_connection
+
+    def get_run(self) -> RunRecord | None:
+        row = self._conn.execute(self._store._get_run, {"id": self._run_id}).first()
+        return None if row is None else _run_record(row)
+
+    def create_run(
+        self,
+        run: RunRecord,
+        materializations: Sequence[MaterializationRecord] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, run)
+        for record in materializations:
+            check_run_member(self._run_id, record)
+        store, conn = self._store, self._conn
+        conn.execute(store._upsert_run, _run_params(run))
+        if materializations:
+            params = [_mat_params(m) for m in materializations]
+            if store._dialect == "sqlite":
+                saved = conn.execute(store._upsert_mat, params).rowcount
+            else:
+                saved = len(conn.execute(store._upsert_mat_returning, params).all())
+            if saved != len(materializations):
+                raise _identity_error(materializations)
+        self._audit(audit)
+
+    def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        check_run_member(self._run_id, run)
+        self._conn.execute(self._store._update_run, _run_params(run))
+        self._audit(audit)
+
+    def save_materialization(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, record)
+        if self._conn.execute(self._store._upsert_mat, _mat_params(record)).rowcount != 1:
+            raise _identity_error((record,))
+        if lineage:
+            self._conn.execute(self._store._insert_edge, [_edge_params(e) for e in lineage])
+        self._audit(audit)
+
+    def materializations(self, assets: Sequence[str] | None = None) -> list[MaterializationRecord]:
+        if assets is not None and not assets:
+            return []
+        params: dict[str, Any] = {"run_id": self._run_id}
+        stmt = _RUN_MATS
+        if assets is not None:
+            stmt, params["assets"] = _RUN_MATS_OF, list(assets)
+        return [_mat_record(row) for row in self._conn.execute(stmt, params).all()]
+
+    def count_unfinished(self) -> int:
+        return int(self._conn.execute(_COUNT_UNFINISHED, {"run_id": self._run_id}).scalar_one())
+
+    def _audit(self, events: Sequence[AuditEvent]) -> None:
+        if events:
+            self._conn.execute(self._store._insert_audit, [_audit_params(e) for e in events])

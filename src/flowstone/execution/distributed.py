@@ -1,0 +1,333 @@
+"""The distributed executor: runs go to procrastinate workers on PostgreSQL.
+
+Chosen by configuration, not by code: ``Pipeline(..., executor=DistributedExecutor())`` or
+``FLOWSTONE_EXECUTOR=distributed``. The pipeline code does not change. A run is then *submitted*:
+in one transaction the run, its ``pending`` steps, and the jobs of the steps with no dependency
+in the run are written, and ``materialize``/``materialize_all`` return a ``running`` result.
+Workers (``flowstone worker``, :mod:`flowstone.worker`) do the rest: each finished step enqueues
+the steps it made ready in the transaction that records it (:mod:`.scheduling`), and the last one
+closes the run. :func:`wait_for_run` follows a run to its end; :meth:`DistributedExecutor.cancel`
+stops one.
+
+Importing this module is cheap: procrastinate is imported when a run is first submitted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from flowstone.errors import DistributedSetupError, UnknownRunError
+from flowstone.execution.scheduling import run_event
+from flowstone.graph import AssetGraph
+from flowstone.io import MemoryIOManager
+from flowstone.materializer import IOSelection, Materializer, RunScope
+from flowstone.planner import RunPlan
+from flowstone.records import (
+    AuditEvent,
+    MaterializationRecord,
+    RunRecord,
+    RunResult,
+    RunStatus,
+    Status,
+    utcnow,
+)
+from flowstone.store import MetadataStore
+from flowstone.store.base import RunTransaction
+
+if TYPE_CHECKING:  # the queue glue imports procrastinate: only when a run is submitted
+    from flowstone.execution.queue import StepJob
+
+#: The queue steps go to unless the executor names another.
+DEFAULT_QUEUE = "flowstone"
+
+#: Called while following a run: (the run, its records so far).
+Progress = Callable[[RunRecord, Sequence[MaterializationRecord]], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What cancelling a run did."""
+
+    run: RunRecord
+    #: Steps that had not started, now ``cancelled``.
+    cancelled_steps: int
+    #: Waiting jobs cancelled in the queue, and running jobs asked to abort.
+    jobs_cancelled: int
+    jobs_aborting: int
+
+
+class DistributedExecutor:
+    """Runs plans on ``flowstone worker`` processes, through procrastinate on PostgreSQL.
+
+    The metadata store must be PostgreSQL (the queue's tables live beside FlowStone's, so a
+    step's success and the jobs it makes ready commit together), and every value must be stored
+    where all workers can read it (not the in-memory I/O manager). Procrastinate's tables are
+    created on first use when missing.
+
+    Args:
+        queue: The queue steps go to; start workers with ``--queue`` to serve it (workers serve
+            every queue by default).
+
+    Example::
+
+        pipeline = fs.Pipeline(assets, store="postgresql+psycopg://app@db/flowstone",
+                               executor=fs.DistributedExecutor())
+        run = pipeline.materialize_all()          # status "running": workers do the rest
+        run = pipeline.wait_for_run(run.run_id)   # ... until it ends
+    """
+
+    def __init__(self, *, queue: str = DEFAULT_QUEUE) -> None:
+        if not queue or len(queue) > 128:
+            raise DistributedSetupError(f"Queue name must be 1 to 128 characters, got {queue!r}.")
+        self.queue = queue
+        self._ready_dsns: set[str] = set()
+
+    def submit(
+        self,
+        store: MetadataStore,
+        graph: AssetGraph,
+        plan: RunPlan,
+        *,
+        io: IOSelection,
+        tags: dict[str, str],
+        started: Callable[[RunRecord], AuditEvent] | None = None,
+    ) -> RunResult:
+        """Record the run and enqueue its first steps, in one transaction.
+
+        Args:
+            io: The run's I/O selection (checked: every value must be readable by every worker).
+            started: The audit event of the run's start (default: ``run.started``).
+
+        Returns:
+            The run, ``running``, with its steps ``pending``.
+
+        Raises:
+            DistributedSetupError: the store is not PostgreSQL, or a value would be stored in
+                memory.
+        """
+        from flowstone.execution import queue
+
+        self.prepare(store)
+        _check_io(plan, io)
+        run = RunRecord(
+            id=plan.run_id,
+            status=RunStatus.RUNNING,
+            targets=plan.targets,
+            partition_key=plan.partition_key,
+            created_at=plan.created_at,
+            tags=dict(tags),
+        )
+        pending = [step.pending_record(run.id) for step in plan.steps]
+        first = [
+            queue.StepJob(
+                run_id=run.id,
+                asset=step.asset.name,
+                partition_key=step.partition_key,
+                io_manager=io.override,
+            )
+            for step in plan.steps
+            if not step.deps_in_plan
+        ]
+        event = started(run) if started else run_event("run.started", run)
+
+        def work(tx: RunTransaction) -> None:
+            tx.create_run(run, pending, [event])
+            queue.defer_steps(tx.connection, first, queue=self.queue)
+
+        store.run_transaction(run.id, work)
+        return RunResult(
+            run_id=run.id,
+            status=RunStatus.RUNNING,
+            partition_key=run.partition_key,
+            materializations=tuple(pending),
+        )
+
+    def enqueue(self, store: MetadataStore, steps: Sequence[StepJob]) -> list[StepJob]:
+        """Enqueue jobs for steps of existing runs; a step already waiting is not enqueued twice.
+
+        Returns:
+            The steps enqueued by this call.
+        """
+        from flowstone.execution import queue
+
+        self.prepare(store)
+        done: list[StepJob] = []
+        for run_id in dict.fromkeys(step.run_id for step in steps):
+            mine = [s for s in steps if s.run_id == run_id]
+
+            def work(tx: RunTransaction, mine: list[StepJob] = mine) -> list[StepJob]:
+                return queue.defer_steps(tx.connection, mine, queue=self.queue)
+
+            done += store.run_transaction(run_id, work)
+        return done
+
+    def cancel(self, store: MetadataStore, run_id: str, *, actor: str = "user") -> Cancellation:
+        """Cancel a run: its steps that have not started become ``cancelled`` and their jobs
+        are cancelled; running steps are asked to abort (an asset function cannot be interrupted:
+        its result is recorded, and nothing below it runs). A run that has ended is left alone.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+        from flowstone.execution import queue
+
+        dsn = self.prepare(store)
+
+        def work(tx: RunTransaction) -> tuple[RunRecord, int, list[queue.StepJob]]:
+            run = tx.get_run()
+            if run is None:
+                raise UnknownRunError(run_id)
+            if run.status != RunStatus.RUNNING:
+                return run, 0, []
+            now, records = utcnow(), tx.materializations()
+            message = f"run {run_id} was cancelled by {actor}"
+            pending = [r for r in records if r.status == Status.PENDING]
+            for record in pending:
+                cancelled = replace(
+                    record,
+                    status=Status.CANCELLED,
+                    completed_at=now,
+                    error_type="RunCancelled",
+                    error_message=message,
+                )
+                tx.save_materialization(cancelled, audit=[_cancel_event(cancelled, actor)])
+            finished = replace(run, status=RunStatus.CANCELLED, completed_at=now)
+            event = replace(run_event("run.cancelled", finished), actor=actor, actor_type="user")
+            tx.update_run(finished, [event])
+            unfinished = [
+                queue.StepJob(run_id=run_id, asset=r.asset, partition_key=r.partition_key)
+                for r in records
+                if not r.status.is_final
+            ]
+            return finished, len(pending), unfinished
+
+        run, steps, unfinished = store.run_transaction(run_id, work)
+        jobs_cancelled, jobs_aborting = queue.cancel_jobs(dsn, unfinished) if unfinished else (0, 0)
+        return Cancellation(run, steps, jobs_cancelled, jobs_aborting)
+
+    def prepare(self, store: MetadataStore) -> str:
+        """Check that ``store`` can carry the queue, create procrastinate's tables if needed,
+        and return the queue's connection string.
+
+        Raises:
+            DistributedSetupError: the store is not PostgreSQL.
+        """
+        from flowstone.execution import queue
+
+        dsn = postgres_dsn(store)
+        if dsn not in self._ready_dsns:
+            queue.ensure_schema(dsn)
+            self._ready_dsns.add(dsn)
+        return dsn
+
+    def execute(
+        self,
+        plan: RunPlan,
+        materializer: Materializer,
+        scope: RunScope,
+        on_record: Callable[[MaterializationRecord], object] | None = None,
+    ) -> list[MaterializationRecord]:
+        """Not supported: distributed runs are submitted (see :meth:`submit`), never run in the
+        calling process."""
+        raise DistributedSetupError(
+            "The distributed executor does not run plans in this process: "
+            "Pipeline.materialize/materialize_all submit them to the workers. Resuming a run "
+            "or running a backfill through it is not supported yet; use the in-process "
+            "executor for those."
+        )
+
+    def close(self) -> None:
+        """Nothing to release: each call uses the store's own connections."""
+
+
+def postgres_dsn(store: MetadataStore) -> str:
+    """The queue's connection string for a PostgreSQL metadata store.
+
+    Raises:
+        DistributedSetupError: the store is not PostgreSQL.
+    """
+    from flowstone.store.sql import SQLStore
+
+    if isinstance(store, SQLStore) and store.engine.dialect.name == "postgresql":
+        from flowstone.execution import queue
+
+        return queue.conninfo(store.engine.url)
+    raise DistributedSetupError(
+        f"The distributed executor needs a PostgreSQL metadata store (its job queue lives in "
+        f"the same database); this pipeline's store is {store!r}. Set FLOWSTONE_DATABASE_URL "
+        "(or Pipeline(store=...)) to 'postgresql+psycopg://user@host:5432/dbname', or run "
+        "in-process (unset FLOWSTONE_EXECUTOR)."
+    )
+
+
+def wait_for_run(
+    store: MetadataStore,
+    run_id: str,
+    *,
+    poll_s: float = 0.5,
+    timeout_s: float | None = None,
+    on_progress: Progress | None = None,
+) -> RunResult:
+    """Follow a run until it is no longer ``running`` (or ``timeout_s`` passed).
+
+    Args:
+        on_progress: Called with the run and its records whenever a step's status changed.
+
+    Returns:
+        The run's result; still ``running`` when the timeout passed first.
+
+    Raises:
+        UnknownRunError: no run has this id.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    seen: list[tuple[str, Status, int]] | None = None
+    while True:
+        run = store.get_run(run_id)
+        if run is None:
+            raise UnknownRunError(run_id)
+        # Newest first from the store; the run's steps were all created at once, in plan order.
+        records = list(reversed(store.list_materializations(run_id=run_id, limit=None)))
+        state = [(r.id, r.status, r.attempt) for r in records]
+        if on_progress is not None and state != seen:
+            on_progress(run, records)
+        seen = state
+        if run.status != RunStatus.RUNNING or (
+            deadline is not None and time.monotonic() >= deadline
+        ):
+            return RunResult(
+                run_id=run.id,
+                status=run.status,
+                partition_key=run.partition_key,
+                materializations=tuple(records),
+            )
+        time.sleep(poll_s)
+
+
+def _check_io(plan: RunPlan, io: IOSelection) -> None:
+    in_memory = sorted(
+        step.asset.name
+        for step in plan.steps
+        if isinstance(io.for_asset(step.asset)[1], MemoryIOManager)
+    )
+    if in_memory:
+        raise DistributedSetupError(
+            f"Assets {', '.join(map(repr, in_memory))} would store their values in memory, "
+            "where workers on other machines (or in other processes) cannot read them. Give the "
+            "pipeline a shared I/O manager (filesystem on a shared volume, object storage, "
+            "PostgreSQL tables) as its default_io_manager."
+        )
+
+
+def _cancel_event(record: MaterializationRecord, actor: str) -> AuditEvent:
+    return AuditEvent(
+        action="materialization.cancelled",
+        resource_type="asset",
+        resource_id=record.asset,
+        actor=actor,
+        actor_type="user",
+        details={"materialization_id": record.id, "partition_key": record.partition_key},
+        correlation_id=record.run_id,
+    )

@@ -1,0 +1,184 @@
+"""Dependency-driven scheduling: what a step's final status makes ready, skips, or ends.
+
+The distributed executor calls :func:`after_final` inside the run transaction that records the
+status (:meth:`~flowstone.store.MetadataStore.run_transaction`), so every decision is made from
+committed facts while the run's lock is held. When two parents of a step finish at the same time
+on two workers, the second transaction waits for the first and sees its success, so the step is
+found ready exactly once; nothing polls. The same rules as the in-process executor apply: a step
+is ready when each of its dependencies in the run succeeded, a step below a failure is recorded
+``skipped`` with the root cause, and the run ends when no step is left to finish.
+
+The run's plan is not kept anywhere else: it is the run's ``pending`` records. A step's
+dependencies are computed from the graph the way :func:`~flowstone.planner.plan_run` computes
+them, so a worker needs nothing but its own pipeline and the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from flowstone.graph import AssetGraph
+from flowstone.materializer import Materializer
+from flowstone.partitions import Partition, decode_partition, encode_partition
+from flowstone.planner import Step, StepKey, resolve_partition
+from flowstone.records import (
+    AuditEvent,
+    MaterializationRecord,
+    RunRecord,
+    RunStatus,
+    Status,
+    utcnow,
+)
+from flowstone.store.base import RunTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What recording one final status led to."""
+
+    #: Steps whose dependencies have all succeeded now: to enqueue in the same transaction.
+    ready: tuple[MaterializationRecord, ...] = ()
+    #: Steps recorded ``skipped`` because of this one.
+    skipped: tuple[MaterializationRecord, ...] = ()
+    #: The run's final status, when this status was the run's last.
+    closed: RunStatus | None = None
+
+
+def step_deps(graph: AssetGraph, asset: str, partition: Partition) -> list[StepKey]:
+    """The (asset, encoded partition) of each dependency ``asset`` reads for ``partition``."""
+    return [
+        (dep, encode_partition(resolve_partition(graph.get(dep), partition)))
+        for dep in graph.get(asset).deps
+    ]
+
+
+def step_of(graph: AssetGraph, record: MaterializationRecord) -> Step:
+    """The step a (``pending``) record of a run stands for.
+
+    Raises:
+        UnknownAssetError: the record's asset is not in ``graph``.
+        PartitionError: the record's partition key is malformed.
+    """
+    return Step(
+        asset=graph.get(record.asset),
+        partition=decode_partition(record.partition_key),
+        partition_key=record.partition_key,
+        materialization_id=record.id,
+        created_at=record.created_at,
+        deps_in_plan=(),
+    )
+
+
+def after_final(
+    tx: RunTransaction, graph: AssetGraph, materializer: Materializer, record: MaterializationRecord
+) -> Outcome:
+    """Act on ``record``, a final status just saved through ``tx``.
+
+    Nothing happens in a run that is no longer ``running`` (cancelled, or closed already): its
+    other steps stay as they are.
+    """
+    run = tx.get_run()
+    if run is None or run.status != RunStatus.RUNNING:
+        return Outcome()
+    ready: tuple[MaterializationRecord, ...] = ()
+    skipped: tuple[MaterializationRecord, ...] = ()
+    if record.status == Status.SUCCESS:
+        ready = tuple(_ready_children(tx, graph, record))
+    elif record.status.is_final:
+        skipped = tuple(_skip_below(tx, graph, materializer, record))
+    return Outcome(ready, skipped, close_if_done(tx, run))
+
+
+def close_if_done(tx: RunTransaction, run: RunRecord) -> RunStatus | None:
+    """End ``run`` with its final status when none of its steps is left to finish."""
+    if tx.count_unfinished():
+        return None
+    status = final_status(tx.materializations())
+    finished = replace(
+        run,
+        status=status,
+        completed_at=None if status == RunStatus.WAITING_APPROVAL else utcnow(),
+    )
+    tx.update_run(finished, [run_event(f"run.{status.value}", finished)])
+    return status
+
+
+def final_status(records: Iterable[MaterializationRecord]) -> RunStatus:
+    """A run's status from its final records (the rule of ``flowstone.pipeline.run_status``)."""
+    statuses = {r.status for r in records}
+    if Status.WAITING_APPROVAL in statuses:
+        return RunStatus.WAITING_APPROVAL
+    if statuses <= {Status.SUCCESS}:
+        return RunStatus.SUCCESS
+    return RunStatus.FAILED
+
+
+def run_event(action: str, run: RunRecord, **details: object) -> AuditEvent:
+    """An audit event about a run, shaped as the pipeline's own run events."""
+    return AuditEvent(
+        action=action,
+        resource_type="run",
+        resource_id=run.id,
+        details={"targets": list(run.targets), "partition_key": run.partition_key, **details},
+        correlation_id=run.id,
+    )
+
+
+def _ready_children(
+    tx: RunTransaction, graph: AssetGraph, done: MaterializationRecord
+) -> list[MaterializationRecord]:
+    children = graph.dependents(done.asset)
+    if not children:
+        return []
+    key = (done.asset, done.partition_key)
+    waiting: list[tuple[MaterializationRecord, list[StepKey]]] = []
+    for child in tx.materializations(children):
+        if child.status != Status.PENDING:
+            continue
+        deps = step_deps(graph, child.asset, decode_partition(child.partition_key))
+        if key in deps:
+            waiting.append((child, deps))
+    if not waiting:
+        return []
+    dep_assets = sorted({asset for _, deps in waiting for asset, _ in deps})
+    in_run = {(r.asset, r.partition_key): r.status for r in tx.materializations(dep_assets)}
+    # A dependency outside the run is read from the store's latest success when the step runs.
+    return [
+        child
+        for child, deps in waiting
+        if all(in_run.get(dep, Status.SUCCESS) == Status.SUCCESS for dep in deps)
+    ]
+
+
+def _skip_below(
+    tx: RunTransaction,
+    graph: AssetGraph,
+    materializer: Materializer,
+    root: MaterializationRecord,
+) -> list[MaterializationRecord]:
+    below = graph.downstream(root.asset)
+    if not below:
+        return []
+    # Name the root cause: below a skipped step, repeat why it was skipped.
+    if root.status == Status.SKIPPED and root.error_message:
+        reason = root.error_message
+    else:
+        reason = f"upstream asset {root.asset!r} {root.status.value}"
+    order = {name: i for i, name in enumerate(graph.topological_order())}
+    blocked = {(root.asset, root.partition_key)}
+    skipped = []
+    # Topological order: a step is looked at after every step it depends on.
+    for record in sorted(tx.materializations(sorted(below)), key=lambda r: order[r.asset]):
+        if record.status != Status.PENDING:
+            continue
+        step = step_of(graph, record)
+        if blocked.intersection(step_deps(graph, record.asset, step.partition)):
+            skipped.append(materializer.skip(step, tx.run_id, reason, within=tx))
+            blocked.add(step.key)
+    return skipped
+
+
+def pending_steps(records: Sequence[MaterializationRecord]) -> list[MaterializationRecord]:
+    """The records of ``records`` that have not started (``pending``)."""
+    return [r for r in records if r.status == Status.PENDING]

@@ -1,0 +1,299 @@
+"""The worker's side of a job: run the step it names through the one materializer, once.
+
+:class:`StepRunner` is what a ``flowstone worker`` does with each job, independent of the job
+queue's API (``flowstone.worker`` wires it into procrastinate). For one job it:
+
+1. reads the JSON arguments, resolves the asset name against the worker's own pipeline and
+   decodes the partition; anything that does not fit is rejected for good, with the reason
+   recorded in the store (nothing named in a job is ever imported);
+2. checks the step's record: a step already final (a duplicate job) or of a run no longer
+   running is a no-op; a ``running`` record is an attempt that died and is superseded;
+3. runs the materializer, whose final write happens in a run transaction
+   (:class:`_Finisher`): it fences out a superseded attempt, applies the asset's retry policy,
+   and, for a final status, enqueues the steps made ready or skips those below a failure, and
+   closes the run when it was the last step: one commit for all of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from flowstone.errors import (
+    JobRejectedError,
+    PartitionError,
+    RetryScheduledError,
+    StepFailedError,
+    SupersededAttemptError,
+    UnknownAssetError,
+)
+from flowstone.execution import queue
+from flowstone.execution.scheduling import Outcome, after_final, close_if_done, step_deps
+from flowstone.graph import AssetGraph
+from flowstone.materializer import Materializer, RunScope
+from flowstone.partitions import decode_partition, encode_partition
+from flowstone.planner import Step, resolve_partition
+from flowstone.records import (
+    AuditEvent,
+    LineageEdge,
+    MaterializationRecord,
+    RunStatus,
+    Status,
+    utcnow,
+)
+from flowstone.store import MetadataStore
+from flowstone.store.base import RunTransaction
+
+#: Builds the scope a step runs in: (run id, the run's I/O manager override) -> RunScope.
+ScopeFactory = Callable[[str, str | None], RunScope]
+
+# Audit columns hold at most 255 characters; a rejected job's names may be anything.
+_MAX_NAME = 200
+
+
+class StepRunner:
+    """Runs the steps that jobs name, for one pipeline (one per worker process; thread-safe).
+
+    Args:
+        graph: The worker's asset graph: the only place asset names are resolved.
+        store: The metadata store (PostgreSQL, shared with the job queue).
+        materializer: The pipeline's materializer.
+        scope_for: Builds the run scope of a step (the worker's resources and I/O managers).
+    """
+
+    def __init__(
+        self,
+        graph: AssetGraph,
+        store: MetadataStore,
+        materializer: Materializer,
+        scope_for: ScopeFactory,
+    ) -> None:
+        self._graph = graph
+        self._store = store
+        self._materializer = materializer
+        self._scope_for = scope_for
+
+    def run(
+        self, args: Mapping[str, Any], *, job_id: int | None, retries: int, queue_name: str
+    ) -> str:
+        """Run the step a job names; return what happened, in a few words (for the job log).
+
+        Args:
+            args: The job's arguments.
+            job_id: The queue's id of the job, for messages.
+            retries: How many times the queue has retried this job (0 on its first run).
+            queue_name: The queue the job came from; the steps it makes ready go there too.
+
+        Raises:
+            JobRejectedError: the arguments name no step this worker can run (final).
+            RetryScheduledError: the step failed and its retry policy retries it.
+            StepFailedError: the step failed for good (it is recorded ``failed``).
+        """
+        try:
+            job = queue.StepJob.from_args(args, job_id=job_id)
+        except JobRejectedError as exc:
+            self._store.append_audit([_malformed_event(args, exc)])
+            raise
+        step, records = self._resolve(job, job_id)
+        record = next(r for r in records if r.id == step.materialization_id)
+        # Each start is a new attempt: after one that died (still `running`) or that failed and
+        # is retried (`pending` again, with a start time), the next number.
+        previous = 0 if record.started_at is None else record.attempt
+        attempt = max(job.attempt + retries, previous + 1)
+        run = self._store.get_run(job.run_id)
+        if record.status not in (Status.PENDING, Status.RUNNING):
+            return f"nothing to do: {job.asset} is already {record.status.value}"
+        if run is None or run.status != RunStatus.RUNNING:
+            return f"nothing to do: run {job.run_id} is {run.status.value if run else 'gone'}"
+        # Dependencies that are steps of this run are read from this run's records.
+        done = {(r.asset, r.partition_key): r for r in records if r.status == Status.SUCCESS}
+        in_run = {(r.asset, r.partition_key) for r in records}
+        deps = tuple(d for d in step_deps(self._graph, job.asset, step.partition) if d in in_run)
+        step = replace(step, deps_in_plan=deps)
+        finisher = _Finisher(self, job, queue_name)
+        try:
+            final = self._materializer.run(
+                step,
+                self._scope_for(job.run_id, job.io_manager),
+                {d: done[d] for d in deps if d in done},
+                attempt=attempt,
+                on_final=finisher,
+            )
+        except SupersededAttemptError as exc:
+            return str(exc)
+        if finisher.retry_in is not None:
+            raise RetryScheduledError(
+                asset=job.asset,
+                attempt=final.attempt,
+                delay_s=finisher.retry_in,
+                error=f"{final.error_type}: {final.error_message}",
+            )
+        if final.status == Status.FAILED:
+            raise StepFailedError(
+                asset=job.asset,
+                partition_key=job.partition_key,
+                run_id=job.run_id,
+                attempt=final.attempt,
+                error=f"{final.error_type}: {final.error_message}",
+            )
+        ready = len(finisher.outcome.ready)
+        return f"{job.asset} {final.status.value} (attempt {final.attempt}); {ready} enqueued"
+
+    # --- the job's step --------------------------------------------------------------------
+    def _resolve(
+        self, job: queue.StepJob, job_id: int | None
+    ) -> tuple[Step, list[MaterializationRecord]]:
+        """The step and its run's records, or a rejection recorded in the store."""
+        try:
+            asset = self._graph.get(job.asset)
+        except UnknownAssetError as exc:
+            raise self._reject(job, job_id, str(exc)) from exc
+        try:
+            partition = decode_partition(job.partition_key)
+            if encode_partition(resolve_partition(asset, partition)) != job.partition_key:
+                raise PartitionError(
+                    f"{job.partition_key!r} is not how asset {job.asset!r} encodes a partition."
+                )
+        except PartitionError as exc:
+            raise self._reject(job, job_id, f"bad partition: {exc}") from exc
+        records = self._store.list_materializations(run_id=job.run_id, limit=None)
+        mine = [r for r in records if (r.asset, r.partition_key) == (job.asset, job.partition_key)]
+        if not mine:
+            raise self._reject(
+                job, job_id, f"run {job.run_id} has no step {job.asset!r} {job.partition_key!r}."
+            )
+        step = Step(
+            asset=asset,
+            partition=partition,
+            partition_key=job.partition_key,
+            materialization_id=mine[0].id,
+            created_at=mine[0].created_at,
+            deps_in_plan=(),
+        )
+        return step, records
+
+    def _reject(self, job: queue.StepJob, job_id: int | None, reason: str) -> JobRejectedError:
+        """Record why a job cannot run (audit, and its step ``failed`` if it has one)."""
+        error = JobRejectedError(reason, job_id=job_id, args=job.to_args())
+
+        def work(tx: RunTransaction) -> bool:
+            for record in tx.materializations([job.asset]):
+                if record.partition_key != job.partition_key or record.status.is_final:
+                    continue
+                failed = replace(
+                    record,
+                    status=Status.FAILED,
+                    completed_at=utcnow(),
+                    error_type="JobRejectedError",
+                    error_message=str(error),
+                )
+                tx.save_materialization(failed, audit=[_rejected_event(job, job_id, error)])
+                run = tx.get_run()
+                if job.asset in self._graph:
+                    after_final(tx, self._graph, self._materializer, failed)
+                elif run is not None and run.status == RunStatus.RUNNING:
+                    close_if_done(tx, run)
+                return True
+            return False
+
+        if not self._store.run_transaction(job.run_id, work):
+            # No step to fail: the audit log still says what was refused, and why.
+            self._store.append_audit([_rejected_event(job, job_id, error)])
+        return error
+
+
+def _rejected_event(job: queue.StepJob, job_id: int | None, error: JobRejectedError) -> AuditEvent:
+    return AuditEvent(
+        action="job.rejected",
+        resource_type="job",
+        resource_id=job.asset[:_MAX_NAME],
+        details={"job_id": job_id, "args": job.to_args(), "reason": error.reason},
+        correlation_id=job.run_id[:_MAX_NAME],
+    )
+
+
+def _malformed_event(args: Mapping[str, Any], error: JobRejectedError) -> AuditEvent:
+    run_id, asset = args.get("run_id"), args.get("asset")
+    return AuditEvent(
+        action="job.rejected",
+        resource_type="job",
+        resource_id=asset[:_MAX_NAME] if isinstance(asset, str) else "?",
+        details={"job_id": error.job_id, "args": dict(args), "reason": error.reason},
+        correlation_id=run_id[:_MAX_NAME] if isinstance(run_id, str) else None,
+    )
+
+
+class _Finisher:
+    """Writes a step's final record in its run transaction (a materializer ``FinalHook``)."""
+
+    def __init__(self, runner: StepRunner, job: queue.StepJob, queue_name: str) -> None:
+        self._runner = runner
+        self._job = job
+        self._queue = queue_name
+        #: Seconds until the retry, when the retry policy retries the failure.
+        self.retry_in: float | None = None
+        self.outcome = Outcome()
+
+    def __call__(
+        self,
+        tx: RunTransaction,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        error: BaseException | None,
+    ) -> None:
+        graph = self._runner._graph
+        current = next((r for r in tx.materializations([record.asset]) if r.id == record.id), None)
+        # A fencing check: only the attempt that still owns the step records it.
+        if current is None or (current.status, current.attempt) != (Status.RUNNING, record.attempt):
+            now = (
+                "gone" if current is None else f"{current.status.value}, attempt {current.attempt}"
+            )
+            raise SupersededAttemptError(
+                asset=record.asset,
+                partition_key=record.partition_key,
+                attempt=record.attempt,
+                current=f"the step is now {now}",
+            )
+        tx.save_materialization(record, lineage=lineage, audit=audit)
+        run = tx.get_run()
+        policy = graph.get(record.asset).retry
+        if (
+            error is not None
+            and record.status == Status.FAILED
+            and policy is not None
+            and policy.should_retry(error, record.attempt)
+            and run is not None
+            and run.status == RunStatus.RUNNING
+        ):
+            self.retry_in = policy.delay(record.attempt)
+            waiting = replace(record, status=Status.PENDING, completed_at=None)
+            event = AuditEvent(
+                action="materialization.retry_scheduled",
+                resource_type="asset",
+                resource_id=record.asset,
+                details={
+                    "materialization_id": record.id,
+                    "partition_key": record.partition_key,
+                    "attempt": record.attempt,
+                    "next_attempt": record.attempt + 1,
+                    "delay_s": round(self.retry_in, 3),
+                    "error_type": record.error_type,
+                },
+                correlation_id=record.run_id,
+            )
+            tx.save_materialization(waiting, audit=[event])
+            return
+        self.outcome = after_final(tx, graph, self._runner._materializer, record)
+        ready = [
+            queue.StepJob(
+                run_id=r.run_id,
+                asset=r.asset,
+                partition_key=r.partition_key,
+                io_manager=self._job.io_manager,
+            )
+            for r in self.outcome.ready
+        ]
+        queue.defer_steps(tx.connection, ready, queue=self._queue)

@@ -1,0 +1,317 @@
+"""The distributed executor against the real PostgreSQL, with real ``flowstone worker`` processes.
+
+Each test gets a schema of its own (FlowStone's and procrastinate's tables), started workers
+are stopped at the end. Skipped with the reason when no PostgreSQL answers; on CI (CI=true) they
+must run. The waits here are hang guards, never timing assertions: only the retry test checks a
+lower bound, the policy's minimum wait.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import flowstone as fs
+from flowstone.errors import DistributedSetupError
+from flowstone.execution import InProcessExecutor
+from flowstone.execution.distributed import DistributedExecutor
+from flowstone.records import RunResult, RunStatus, Status
+from tests.distributed_fixtures.harness import Cluster, cluster, wait_until
+from tests.test_store_contract import require_postgres
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Cluster]:
+    require_postgres()
+    with cluster(tmp_path / "cluster") as made:
+        yield made
+
+
+def finish(made: Cluster, pipeline: fs.Pipeline, run_id: str, timeout: float = 90) -> RunResult:
+    """The run's result once the workers ended it (fails with their logs otherwise)."""
+    result = pipeline.wait_for_run(run_id, timeout=timeout, poll_interval=0.1)
+    if result.status == RunStatus.RUNNING:
+        pytest.fail(f"run {run_id} still running after {timeout} s\n{made.worker_logs()}")
+    return result
+
+
+def shape(pipeline: fs.Pipeline, result: RunResult) -> dict[str, tuple[str, list[str]]]:
+    """For each asset of a run: its status and the assets whose materializations (of the same
+    run) it read, from the store's lineage."""
+    found = {}
+    for record in result.materializations:
+        upstream = pipeline.store.upstream(record.id, depth=1)
+        assert all(node.run_id == result.run_id for node in upstream)
+        found[record.asset] = (record.status.value, sorted(n.asset for n in upstream))
+    return found
+
+
+def executed(made: Cluster, run_id: str) -> Counter[str]:
+    return Counter(e.asset for e in made.executions(run_id) if e.event == "done")
+
+
+# --- runs across workers ---------------------------------------------------------------------
+@pytest.mark.parametrize("factory", ["diamond", "wide"])
+def test_runs_across_two_workers_match_the_embedded_run(pg: Cluster, factory: str) -> None:
+    pipeline = pg.pipeline(factory)
+    assert isinstance(pipeline.executor, DistributedExecutor)  # FLOWSTONE_EXECUTOR=distributed
+    pg.start_worker(factory, "--concurrency", "2")
+    pg.start_worker(factory, "--concurrency", "2")
+
+    submitted = pipeline.materialize_all()
+    assert submitted.status == RunStatus.RUNNING
+    assert {r.status for r in submitted.materializations} == {Status.PENDING}
+    result = finish(pg, pipeline, submitted.run_id)
+
+    embedded = pg.pipeline(factory, store="memory", executor=InProcessExecutor())
+    expected = embedded.materialize_all()
+    assert result.status == expected.status == RunStatus.SUCCESS
+    assert shape(pipeline, result) == shape(embedded, expected)
+    assert executed(pg, result.run_id) == Counter({a: 1 for a in pipeline.asset_names()})
+    assert {r.attempt for r in result.materializations} == {1}
+    # The values went through the shared filesystem I/O manager: any process can read them.
+    last = pipeline.asset_names()[-1]
+    assert pipeline.load(last) == embedded.load(last)
+    events = Counter(e.action for e in pipeline.audit_log(run_id=result.run_id, limit=None))
+    assert events["materialization.success"] == len(pipeline.asset_names())
+    assert events["run.started"] == events["run.success"] == 1
+
+
+def test_a_killed_worker_s_step_is_retried_and_succeeds_once(pg: Cluster) -> None:
+    pipeline = pg.pipeline("slow_chain")
+    doomed = pg.start_worker("slow_chain")
+    run_id = pipeline.materialize_all().run_id
+    wait_until(
+        lambda: any(e.asset == "slow" and e.event == "start" for e in pg.executions(run_id)),
+        "the slow step to start",
+    )
+    pg.stop(doomed, signal.SIGKILL)
+    record = pipeline.history("slow")[0]
+    assert (record.status, record.attempt) == (Status.RUNNING, 1)
+
+    pg.start_worker("slow_chain")
+    result = finish(pg, pipeline, run_id)
+
+    assert result.status == RunStatus.SUCCESS
+    slow = result["slow"]
+    assert (slow.status, slow.attempt) == (Status.SUCCESS, 2)
+    assert executed(pg, run_id) == Counter({"before": 1, "slow": 1, "after": 1})
+    starts = [e.attempt for e in pg.executions(run_id) if e.asset == "slow" and e.event == "start"]
+    assert starts == [1, 2]
+    assert not pipeline.store.list_materializations(status=Status.RUNNING)
+    assert pipeline.load("after") == "before+slow+after"
+
+
+def test_the_same_step_enqueued_ten_times_at_once_runs_once(pg: Cluster) -> None:
+    from flowstone.execution.queue import StepJob
+
+    pipeline = pg.pipeline("diamond")
+    executor = pipeline.executor
+    assert isinstance(executor, DistributedExecutor)
+
+    def enqueue_ten(run_id: str) -> list[int]:
+        step = StepJob(run_id=run_id, asset="root", partition_key="n:")
+        counts: list[int] = []
+        barrier = threading.Barrier(10)
+
+        def enqueue() -> None:
+            barrier.wait()
+            counts.append(len(executor.enqueue(pipeline.store, [step])))
+
+        threads = [threading.Thread(target=enqueue) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return counts
+
+    # No worker yet: the submitted job is waiting, so every duplicate collapses into it.
+    waiting = pipeline.materialize("root").run_id
+    assert enqueue_ten(waiting) == [0] * 10
+    # With workers racing the enqueues, a duplicate may be enqueued after the first started;
+    # it then finds the step done and does nothing.
+    pg.start_worker("diamond", "--concurrency", "2")
+    pg.start_worker("diamond", "--concurrency", "2")
+    racing = pipeline.materialize("root").run_id
+    enqueue_ten(racing)
+
+    for run_id in (waiting, racing):
+        assert finish(pg, pipeline, run_id).status == RunStatus.SUCCESS
+        assert executed(pg, run_id) == Counter({"root": 1})
+
+
+def test_bad_jobs_fail_for_good_and_the_worker_keeps_serving(pg: Cluster) -> None:
+    from flowstone.execution import queue
+    from flowstone.execution.distributed import postgres_dsn
+
+    pipeline = pg.pipeline("diamond")
+    executor = pipeline.executor
+    assert isinstance(executor, DistributedExecutor)
+    worker = pg.start_worker("diamond")
+    first = pipeline.materialize("root").run_id
+    assert finish(pg, pipeline, first).status == RunStatus.SUCCESS
+
+    executor.enqueue(
+        pipeline.store,
+        [
+            # A module next to the pipeline file: importing it would write the sentinel file.
+            queue.StepJob(run_id=first, asset="flowstone_sentinel_mod", partition_key="n:"),
+            queue.StepJob(run_id=first, asset="root", partition_key="zz:not-a-partition"),
+        ],
+    )
+    app = queue.open_app(postgres_dsn(pipeline.store))
+    try:
+        app.configure_task(queue.TASK_NAME, queue="flowstone").defer(run_id=first, junk=1)
+
+        def failed_jobs() -> list[object]:
+            return [j for j in app.job_manager.list_jobs(status="failed")]
+
+        wait_until(lambda: len(failed_jobs()) == 3, "the three bad jobs to fail")
+        # One attempt each (procrastinate counts the one that failed), none retried.
+        assert {j.attempts for j in app.job_manager.list_jobs(status="failed")} == {1}
+        assert app.job_manager.list_jobs(status="todo") == []
+    finally:
+        app.close()
+
+    reasons = [e.details["reason"] for e in pipeline.audit_log(limit=None) if e.action == "job.rejected"]
+    assert len(reasons) == 3
+    assert any("No asset named 'flowstone_sentinel_mod'" in r for r in reasons)
+    assert any("bad partition" in r and "zz:not-a-partition" in r for r in reasons)
+    assert any("arguments must be exactly" in r for r in reasons)
+    assert not Path(pg.env["FLOWSTONE_TEST_SENTINEL"]).exists()
+
+    # A run whose step this worker does not know: the step fails with the reason, the run ends.
+    other = pg.pipeline("partitioned").materialize("regional", partition="eu")
+    result = finish(pg, pipeline, other.run_id)
+    assert result.status == RunStatus.FAILED
+    assert result["regional"].error_type == "JobRejectedError"
+    assert "No asset named 'regional'" in (result["regional"].error_message or "")
+
+    # The same worker still serves good jobs.
+    assert worker.poll() is None
+    good = pipeline.materialize_all()
+    assert finish(pg, pipeline, good.run_id).status == RunStatus.SUCCESS
+
+
+def test_retryable_failures_retry_with_the_policy_waits(pg: Cluster) -> None:
+    pipeline = pg.pipeline("retries")
+    pg.start_worker("retries", "--concurrency", "2")
+    result = finish(pg, pipeline, pipeline.materialize_all().run_id)
+
+    assert result.status == RunStatus.FAILED
+    flaky = result["flaky"]
+    assert (flaky.status, flaky.attempt) == (Status.SUCCESS, 3)
+    assert result["below_flaky"].status == Status.SUCCESS
+    starts = [e for e in pg.executions(result.run_id) if e.asset == "flaky" and e.event == "start"]
+    assert [e.attempt for e in starts] == [1, 2, 3]
+    from tests.distributed_fixtures.pipelines import POLICY
+
+    for before, after in zip(starts, starts[1:], strict=False):
+        assert after.at - before.at >= POLICY.min_delay(before.attempt)
+    retried = [
+        e.details
+        for e in pipeline.audit_log(run_id=result.run_id, limit=None)
+        if e.action == "materialization.retry_scheduled"
+    ]
+    assert [(d["attempt"], d["next_attempt"]) for d in retried] == [(1, 2), (2, 3)]
+
+    # Not in retry_on: failed on the first attempt, for good; what is below it is skipped.
+    broken = result["broken"]
+    assert (broken.status, broken.attempt, broken.error_type) == (Status.FAILED, 1, "ValueError")
+    for name in ("below_broken", "further_below"):
+        assert result[name].status == Status.SKIPPED
+        assert result[name].error_message == "upstream asset 'broken' failed"
+    assert executed(pg, result.run_id) == Counter({"flaky": 1, "below_flaky": 1})
+
+
+def test_cancel_stops_what_has_not_started(pg: Cluster) -> None:
+    pipeline = pg.pipeline("slow_chain")
+    pg.start_worker("slow_chain")
+    run_id = pipeline.materialize_all().run_id
+    wait_until(
+        lambda: any(e.asset == "slow" and e.event == "start" for e in pg.executions(run_id)),
+        "the slow step to start",
+    )
+    done = pipeline.cancel_run(run_id)
+    assert done.run.status == RunStatus.CANCELLED
+    assert (done.cancelled_steps, done.jobs_aborting) == (1, 1)
+
+    # The running step finishes (a function cannot be interrupted) and nothing below it runs.
+    wait_until(lambda: pipeline.history("slow")[0].status.is_final, "the slow step to end")
+    result = pipeline.wait_for_run(run_id, timeout=1)
+    assert result.status == RunStatus.CANCELLED
+    assert result["after"].status == Status.CANCELLED
+    assert result["slow"].status == Status.SUCCESS
+    assert "after" not in executed(pg, run_id)
+    assert pipeline.cancel_run(run_id).cancelled_steps == 0  # already over: nothing to do
+
+
+def test_sigterm_finishes_the_running_step_and_starts_nothing_new(pg: Cluster) -> None:
+    pipeline = pg.pipeline("slow_chain")
+    worker = pg.start_worker("slow_chain")
+    run_id = pipeline.materialize_all().run_id
+    wait_until(
+        lambda: any(e.asset == "slow" and e.event == "start" for e in pg.executions(run_id)),
+        "the slow step to start",
+    )
+    assert pg.stop(worker, signal.SIGTERM) == 0
+    assert pipeline.history("slow")[0].status == Status.SUCCESS
+    assert pipeline.history("after")[0].status == Status.PENDING  # enqueued, not started
+
+    pg.start_worker("slow_chain")
+    assert finish(pg, pipeline, run_id).status == RunStatus.SUCCESS
+    assert executed(pg, run_id) == Counter({"before": 1, "slow": 1, "after": 1})
+
+
+# --- the command line ------------------------------------------------------------------------
+def test_cli_materialize_wait_and_runs(pg: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowstone.cli import main
+
+    spec = "tests/distributed_fixtures/pipelines.py:diamond"
+    pg.start_worker("diamond")
+    assert main(["materialize", "join", "--with-deps", "--wait", "-p", spec]) == 0
+    out, err = capsys.readouterr()
+    assert "4/4 done: 4 success" in err
+    assert "join" in out and "success" in out
+
+    assert main(["runs", "list", "--json", "-p", spec]) == 0
+    (listed,) = __import__("json").loads(capsys.readouterr().out)
+    assert (listed["status"], listed["steps"]) == ("success", {"success": 4})
+    assert main(["runs", "show", listed["run_id"][:8], "-p", spec]) == 0
+    shown = capsys.readouterr().out
+    assert "4/4 done" in shown and "root" in shown
+    assert main(["runs", "cancel", listed["run_id"], "-p", spec]) == 0
+    assert "nothing to cancel" in capsys.readouterr().err
+    assert main(["runs", "show", "ffffffff", "-p", spec]) == 1
+    assert "No run 'ffffffff'" in capsys.readouterr().err
+
+    # Without --wait: submitted, the table shows the pending steps, exit 0.
+    assert main(["materialize", "root", "-p", spec]) == 0
+    assert "submitted" in capsys.readouterr().err
+
+
+# --- configuration ---------------------------------------------------------------------------
+def test_values_in_memory_are_refused(pg: Cluster) -> None:
+    pipeline = pg.pipeline("diamond", default_io_manager="memory")
+    with pytest.raises(DistributedSetupError, match="in memory"):
+        pipeline.materialize_all()
+    assert pipeline.store.list_runs() == []
+
+
+def test_the_distributed_executor_needs_postgresql(tmp_path: Path) -> None:
+    from tests.distributed_fixtures import pipelines
+
+    pipeline = pipelines.diamond(
+        store=f"sqlite:///{tmp_path / 'meta.db'}", executor=DistributedExecutor()
+    )
+    with pytest.raises(DistributedSetupError, match="needs a PostgreSQL metadata store"):
+        pipeline.materialize_all()
+    with pytest.raises(DistributedSetupError, match="distributed executor"):
+        pipelines.diamond(store="memory").cancel_run("x")

@@ -1,0 +1,149 @@
+"""Dependency-driven scheduling and job arguments, without a database or a worker.
+
+The rules the distributed workers apply inside each run transaction, checked step by step on
+the in-memory store: what becomes ready, what is skipped, when the run ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+import flowstone as fs
+from flowstone.errors import JobRejectedError
+from flowstone.execution.queue import StepJob
+from flowstone.execution.scheduling import Outcome, after_final
+from flowstone.materializer import Materializer
+from flowstone.planner import RunPlan, plan_run
+from flowstone.records import RunRecord, RunStatus, Status, utcnow
+from flowstone.store import MemoryStore
+from flowstone.telemetry import Telemetry
+from tests.distributed_fixtures import pipelines
+
+
+def start(pipeline: fs.Pipeline, *, partitions: tuple[object, ...] = (None,)) -> RunPlan:
+    plan = plan_run(pipeline.graph, [], partitions=partitions, with_upstream=True)
+    run = RunRecord(
+        id=plan.run_id,
+        status=RunStatus.RUNNING,
+        targets=plan.targets,
+        partition_key=plan.partition_key,
+        created_at=plan.created_at,
+    )
+    pipeline.store.create_run(run, [s.pending_record(run.id) for s in plan.steps])
+    return plan
+
+
+def finish(pipeline: fs.Pipeline, plan: RunPlan, asset: str, status: Status, key: str = "n:") -> Outcome:
+    """Record ``asset`` final, as a worker's finisher does, and apply the rules."""
+    store = pipeline.store
+    (record,) = [
+        r
+        for r in store.list_materializations(run_id=plan.run_id, asset=asset, limit=None)
+        if r.partition_key == key
+    ]
+    done = replace(record, status=status, completed_at=utcnow(), error_message="boom")
+    materializer = Materializer(pipeline.graph, store, Telemetry())
+
+    def work(tx):  # type: ignore[no-untyped-def]
+        tx.save_materialization(done)
+        return after_final(tx, pipeline.graph, materializer, done)
+
+    return store.run_transaction(plan.run_id, work)
+
+
+def ready(outcome: Outcome) -> list[str]:
+    return sorted(f"{r.asset}/{r.partition_key}" for r in outcome.ready)
+
+
+def test_a_diamond_s_join_is_ready_once_when_both_parents_succeeded() -> None:
+    pipeline = pipelines.diamond(store=MemoryStore())
+    plan = start(pipeline)
+    assert ready(finish(pipeline, plan, "root", Status.SUCCESS)) == ["left/n:", "right/n:"]
+    assert finish(pipeline, plan, "left", Status.SUCCESS) == Outcome()
+    assert ready(finish(pipeline, plan, "right", Status.SUCCESS)) == ["join/n:"]
+    closed = finish(pipeline, plan, "join", Status.SUCCESS)
+    assert closed == Outcome(closed=RunStatus.SUCCESS)
+    run = pipeline.store.get_run(plan.run_id)
+    assert run is not None and run.status == RunStatus.SUCCESS and run.completed_at
+    assert [e.action for e in pipeline.store.list_audit(action="run.success")] == ["run.success"]
+
+
+def test_a_failure_skips_everything_below_it_with_the_root_cause() -> None:
+    pipeline = pipelines.retries(store=MemoryStore())
+    plan = start(pipeline)
+    outcome = finish(pipeline, plan, "broken", Status.FAILED)
+    assert sorted(r.asset for r in outcome.skipped) == ["below_broken", "further_below"]
+    assert {r.error_message for r in outcome.skipped} == {"upstream asset 'broken' failed"}
+    assert outcome.closed is None  # flaky and below_flaky are still to run
+    assert ready(finish(pipeline, plan, "flaky", Status.SUCCESS)) == ["below_flaky/n:"]
+    assert finish(pipeline, plan, "below_flaky", Status.SUCCESS).closed == RunStatus.FAILED
+
+
+def test_an_unpartitioned_parent_readies_its_children_in_every_partition() -> None:
+    @fs.asset
+    def rates(ctx):  # type: ignore[no-untyped-def]
+        return 1
+
+    @fs.asset(partitioned_by=pipelines.REGIONS)
+    def sales(ctx, rates):  # type: ignore[no-untyped-def]
+        return rates
+
+    pipeline = fs.Pipeline([rates, sales], store=MemoryStore())
+    plan = start(pipeline, partitions=("eu", "us"))
+    assert ready(finish(pipeline, plan, "rates", Status.SUCCESS)) == ["sales/s:eu", "sales/s:us"]
+    assert finish(pipeline, plan, "sales", Status.FAILED, key="s:eu").closed is None
+    assert finish(pipeline, plan, "sales", Status.SUCCESS, key="s:us").closed == RunStatus.FAILED
+
+
+def test_nothing_moves_in_a_run_that_is_no_longer_running() -> None:
+    pipeline = pipelines.diamond(store=MemoryStore())
+    plan = start(pipeline)
+    run = pipeline.store.get_run(plan.run_id)
+    assert run is not None
+    pipeline.store.update_run(replace(run, status=RunStatus.CANCELLED))
+    assert finish(pipeline, plan, "root", Status.SUCCESS) == Outcome()
+
+
+# --- job arguments ---------------------------------------------------------------------------
+def test_job_arguments_round_trip_as_plain_json() -> None:
+    job = StepJob(run_id="r1", asset="sales", partition_key="s:eu", attempt=2, io_manager="s3")
+    assert StepJob.from_args(job.to_args()) == job
+    assert job.to_args() == {
+        "run_id": "r1",
+        "asset": "sales",
+        "partition": "s:eu",
+        "attempt": 2,
+        "options": {"io_manager": "s3"},
+    }
+    assert job.queueing_lock == "flowstone:r1:sales:s:eu"
+    assert job.lock == "flowstone:sales:s:eu"  # across runs: one (asset, partition) at a time
+
+
+def test_long_partition_keys_are_hashed_in_locks() -> None:
+    key = "t:(" + ",".join(f"s:{i}" for i in range(100)) + ")"
+    job = StepJob(run_id="r1", asset="a", partition_key=key)
+    assert len(job.lock) < 100 and job.lock.startswith("flowstone:a:sha256:")
+    assert job.lock != StepJob(run_id="r1", asset="a", partition_key=key + " ").lock
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ({"run_id": "r"}, "arguments must be exactly"),
+        ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "x": 1}, "exactly"),
+        ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "asset": 3}, "'asset'"),
+        ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "attempt": True}, "'attempt'"),
+        ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "attempt": 0}, "'attempt'"),
+        (
+            {**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "options": {"x": 1}},
+            "'options'",
+        ),
+    ],
+)
+def test_malformed_arguments_are_rejected_with_the_reason(args: dict[str, object], reason: str) -> None:
+    with pytest.raises(JobRejectedError, match="It is not retried") as raised:
+        StepJob.from_args(args, job_id=7)
+    assert reason in raised.value.reason
+    assert raised.value.job_id == 7
