@@ -26,7 +26,7 @@ from flowstone.errors import SchemaOutdatedError, StoreError, StoreUnavailableEr
 from flowstone.records import AuditEvent, MaterializationRecord, Status, new_id
 from flowstone.store import migrate, open_store
 from flowstone.store.schema import VERSION_TABLE, metadata
-from flowstone.store.sql import SQLStore, create_engine
+from flowstone.store.sql import SQLStore, _mat_params, create_engine
 from test_store_contract import POSTGRES_URL, edge, event, mat, postgres_schema, run_record
 
 
@@ -402,3 +402,33 @@ def test_audit_rows_are_numbered_by_the_database(sqlite_store: SQLStore) -> None
     sqlite_store.append_audit([event(id=5), event(id=5)])
     assert [e.id for e in sqlite_store.list_audit()] == [1, 2]
     assert all(isinstance(e, AuditEvent) for e in sqlite_store.list_audit())
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2025, 1, 2, 3, 4, 5, 678, tzinfo=UTC)],
+)
+def test_sqlalchemy_and_direct_writes_store_identical_rows(
+    sqlite_store: SQLStore, created_at: datetime
+) -> None:
+    # SQLite's hot writes bypass SQLAlchemy (store/direct.py) while other writes go through
+    # it; the upsert compares fixed columns as stored text, so both paths must write the
+    # same text, or a status change of a row written by the other path is refused.
+    run = run_record()
+    sqlite_store.create_run(run)
+    record = replace(mat("a", run_id=run.id), created_at=created_at)
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(sqlite_store._upsert_mat, _mat_params(record))
+    sqlite_store.save_materialization(replace(record, status=Status.SUCCESS))
+    via_direct = replace(mat("b", run_id=run.id), created_at=created_at)
+    sqlite_store.save_materialization(via_direct)
+    with sqlite_store.engine.begin() as conn:
+        changed = conn.execute(
+            sqlite_store._upsert_mat, _mat_params(replace(via_direct, status=Status.FAILED))
+        ).rowcount
+    assert changed == 1
+    stored = {r.id: r.status for r in sqlite_store.list_materializations(limit=None)}
+    assert stored == {record.id: Status.SUCCESS, via_direct.id: Status.FAILED}
+    with sqlite3.connect(sqlite_store.engine.url.database or "") as raw:
+        texts = {row[0] for row in raw.execute("SELECT created_at FROM flowstone_materializations")}
+    assert len(texts) == 1, texts
