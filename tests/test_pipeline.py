@@ -481,3 +481,71 @@ def test_partitioned_lineage_names_exact_partitions(store_url: str) -> None:
     }
     assert second.ok
     pipeline.close()
+
+
+def test_upstream_is_read_through_the_manager_that_stored_it() -> None:
+    first, other = fs.MemoryIOManager(), fs.MemoryIOManager()
+
+    @fs.asset
+    def up():
+        return 41
+
+    @fs.asset
+    def down(up):
+        return up + 1
+
+    pipeline = fs.Pipeline(
+        [up, down], store="memory", io_managers={"default": first, "other": other}
+    )
+    assert pipeline.materialize("up").ok
+    run = pipeline.materialize("down", io_manager="other")
+    assert run.ok, run["down"].error_message
+    assert other.load(fs.StorageKey("down", None, "n:")) == 42
+    assert not other.exists(fs.StorageKey("up", None, "n:"))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [({"when": dt.datetime(2025, 1, 1)}, "JSON-compatible"), ("rows=3", "must be a mapping")],
+)
+def test_metadata_that_cannot_be_recorded_fails_cleanly(
+    store_url: str, metadata: object, message: str
+) -> None:
+    class Odd(fs.MemoryIOManager):
+        def store(self, key: fs.StorageKey, value: object) -> object:  # type: ignore[override]
+            super().store(key, value)
+            return metadata
+
+    @fs.asset
+    def a(ctx):
+        return 1
+
+    @fs.asset
+    def b(a):
+        return a
+
+    pipeline = fs.Pipeline([a, b], store=store_url, io_managers={"default": Odd()})
+    run = pipeline.materialize_all()
+    assert run["a"].status == Status.FAILED
+    assert message in (run["a"].error_message or "")
+    assert run["b"].status == Status.SKIPPED
+    assert {r.status for r in pipeline.store.list_materializations(limit=None)} == {
+        Status.FAILED,
+        Status.SKIPPED,
+    }
+    pipeline.close()
+
+
+def test_user_metadata_that_is_not_json_fails_before_storing() -> None:
+    io = fs.MemoryIOManager()
+
+    @fs.asset
+    def a(ctx):
+        ctx.metadata["when"] = dt.datetime(2025, 1, 1)
+        return 1
+
+    pipeline = fs.Pipeline([a], store="memory", io_managers={"default": io})
+    run = pipeline.materialize_all()
+    assert run["a"].status == Status.FAILED
+    assert "ctx.metadata must be JSON-compatible" in (run["a"].error_message or "")
+    assert not io.exists(fs.StorageKey("a", None, "n:"))

@@ -22,6 +22,7 @@ a failure before it propagates.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -43,6 +44,7 @@ from flowstone.errors import (
     AssetExecutionError,
     FlowStoneError,
     IOManagerError,
+    MaterializationError,
     MissingUpstreamError,
 )
 from flowstone.graph import AssetGraph
@@ -198,7 +200,10 @@ class Materializer:
             output = self._call(asset, step, context, kwargs)
             if isinstance(output, WaitForApproval):
                 return self._wait(record, output, context.metadata, clock, meta)
+            # Checked before the value is stored: the store must be able to record it.
+            _check_json(asset.name, "ctx.metadata", context.metadata)
             stored_meta = self._store_output(asset, step, output, scope.io)
+            metadata = {**context.metadata, **_check_json(asset.name, "I/O metadata", stored_meta)}
         except BaseException as exc:
             failed = self._failed(record, exc, clock)
             self._save_final(
@@ -214,7 +219,6 @@ class Materializer:
             return failed
         duration_ms = (time.perf_counter() - clock) * 1000.0
         completed_at = utcnow()
-        metadata = {**context.metadata, **(stored_meta or {})}
         done = replace(
             record,
             status=Status.SUCCESS,
@@ -235,7 +239,16 @@ class Materializer:
             )
             for up, _ in inputs.values()
         ]
-        self._save_final(done, lineage, [self._audit(done, {})], on_final, None)
+        try:
+            self._save_final(done, lineage, [self._audit(done, {})], on_final, None)
+        except Exception as exc:
+            # The success could not be recorded: record the failure instead (if that fails
+            # too, the store is gone and the error propagates), never leave it `running`.
+            failed = self._failed(record, exc, clock)
+            self._store.save_materialization(
+                failed, audit=[self._audit(failed, {"error_type": failed.error_type})]
+            )
+            return failed
         self._telemetry.emit(
             "materialization.stop", {**meta, "status": "success"}, {"duration_ms": duration_ms}
         )
@@ -346,7 +359,12 @@ class Materializer:
         *,
         type_hint: Any = None,
     ) -> Any:
-        name, manager = io.for_asset(dep)
+        # Read through the manager that wrote this value (recorded on its materialization),
+        # not whatever this run or the asset would choose now.
+        name = record.io_manager or ""
+        if name not in io.managers:
+            name = io.name_for(dep)
+        manager = io.managers[name]
         key = StorageKey(dep.name, partition, record.partition_key, type_hint=type_hint)
         meta = {"asset": dep.name, "partition": record.partition_key, "io_manager": name}
         self._telemetry.emit("io.load.start", meta)
@@ -473,3 +491,24 @@ def _type_name(exc: BaseException) -> str:
     if module in ("builtins", "flowstone.errors"):
         return cls.__qualname__
     return f"{module}.{cls.__qualname__}"
+
+
+def _check_json(asset: str, what: str, value: object) -> dict[str, Any]:
+    """``value`` as a JSON-compatible dict, or a clear error naming the asset."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MaterializationError(
+            f"Asset {asset!r}: {what} must be a mapping, got {type(value).__name__}.",
+            asset=asset,
+        )
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MaterializationError(
+            f"Asset {asset!r}: {what} must be JSON-compatible to be recorded ({exc}). Store "
+            "strings, numbers, booleans, lists and dicts of them (e.g. a datetime as "
+            "isoformat()).",
+            asset=asset,
+        ) from exc
+    return dict(value)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent import futures as cf
 
 from flowstone.materializer import Materializer, RunScope
-from flowstone.planner import RunPlan, StepKey
+from flowstone.planner import RunPlan, Step, StepKey
 from flowstone.records import MaterializationRecord, Status
 
 #: Per-run hook called with each final record, in completion order.
@@ -27,7 +27,7 @@ class InProcessExecutor:
 
     Args:
         max_workers: Threads that run assets at once (default: CPU count + 4, at most 32).
-            ``1`` runs one asset at a time, in topological order.
+            ``1`` runs one asset at a time, in the order they become ready.
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
@@ -46,83 +46,40 @@ class InProcessExecutor:
     ) -> list[MaterializationRecord]:
         """Run every step of ``plan``; return the records in plan order: final, or
         ``waiting_approval``, or ``pending`` below a step that waits for approval."""
-        steps = {step.key: step for step in plan.steps}
-        waiting = {key: len(step.deps_in_plan) for key, step in steps.items()}
-        children = plan.dependents()
-        done: dict[StepKey, MaterializationRecord] = {}
-        held: set[StepKey] = set()  # below a step that waits for approval: left pending
-        ready = [key for key, count in waiting.items() if count == 0]
+        progress = _Progress(plan, materializer, on_record)
         running: dict[cf.Future[MaterializationRecord], StepKey] = {}
-        started: set[StepKey] = set()  # handed to the materializer, which records them itself
-
-        def finish(record: MaterializationRecord) -> None:
-            # A worklist, not recursion: a failure at the top of a long chain skips thousands.
-            todo = [record]
-            while todo:
-                current = todo.pop()
-                key = (current.asset, current.partition_key)
-                done[key] = current
-                if on_record is not None:
-                    on_record(current)
-                if current.status == Status.SUCCESS:
-                    for child in children[key]:
-                        waiting[child] -= 1
-                        # A child with another, failed parent is already recorded skipped.
-                        if waiting[child] == 0 and child not in done:
-                            ready.append(child)
-                elif current.status == Status.WAITING_APPROVAL:
-                    # Its dependents neither run nor skip: they stay `pending` in the store,
-                    # and the approval's decision continues (or skips) them. Nothing waits here.
-                    held.update(_below(key, children))
-                else:
-                    # Name the root cause: below a skipped asset, repeat why it was skipped.
-                    if current.status == Status.SKIPPED and current.error_message:
-                        reason = current.error_message
-                    else:
-                        reason = f"upstream asset {current.asset!r} {current.status.value}"
-                    for child in children[key]:
-                        if child not in done:
-                            todo.append(materializer.skip(steps[child], plan.run_id, reason))
-                            done[child] = todo[-1]  # a diamond below must not skip it twice
-
         try:
-            while ready or running:
+            while progress.ready or running:
                 # A lone ready step with nothing in flight runs on this thread: a chain needs
                 # no thread hand-offs, and it is still the same materializer path. With one
                 # worker every step runs here, in plan order (a backfill with parallel=1).
-                if not running and (len(ready) == 1 or self.max_workers == 1):
-                    key = ready.pop(0)
-                    started.add(key)
-                    finish(materializer.run(steps[key], scope, done))
+                if not running and (len(progress.ready) == 1 or self.max_workers == 1):
+                    step = progress.start(progress.ready.pop(0))
+                    progress.finish(materializer.run(step, scope, progress.done))
                     continue
                 # At most max_workers in flight: cf.wait then looks at a few futures, not at
                 # every step of a wide plan (a backfill chunk has hundreds ready at once).
-                while ready and len(running) < self.max_workers:
-                    step = steps[ready.pop(0)]
+                while progress.ready and len(running) < self.max_workers:
+                    step = progress.start(progress.ready.pop(0))
                     # A worker reads only the records of this step's dependencies, all final.
-                    upstream = {dep: done[dep] for dep in step.deps_in_plan}
+                    upstream = {dep: progress.done[dep] for dep in step.deps_in_plan}
                     future = self._executor().submit(materializer.run, step, scope, upstream)
                     running[future] = step.key
-                    started.add(step.key)
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
                     del running[future]
-                    finish(future.result())
+                    progress.finish(future.result())
         except BaseException as exc:
             # Ctrl-C, a store that went away, a BaseException from an asset: stop starting
             # steps, let the running ones end (they record themselves), and record every step
             # that never ran as skipped, so nothing is left pending. Then re-raise.
             for future, key in running.items():
                 if future.cancel():
-                    started.discard(key)
+                    progress.started.discard(key)
             cf.wait(running)
-            reason = f"run interrupted by {type(exc).__name__}: {exc}"
-            for key, step in steps.items():
-                if key not in done and key not in held and key not in started:
-                    done[key] = materializer.skip(step, plan.run_id, reason)
+            progress.skip_unstarted(f"run interrupted by {type(exc).__name__}: {exc}")
             raise
-        # Steps below a waiting approval are still pending: report them as the store has them.
-        return [done.get(step.key) or step.pending_record(plan.run_id) for step in plan.steps]
+        return progress.results()
 
     def _executor(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
@@ -140,6 +97,77 @@ class InProcessExecutor:
             pool.shutdown(wait=True)
 
 
+class _Progress:
+    """One execution's bookkeeping: what is ready, done, started, or held below a wait."""
+
+    def __init__(
+        self, plan: RunPlan, materializer: Materializer, on_record: OnRecord | None
+    ) -> None:
+        self._plan = plan
+        self._materializer = materializer
+        self._on_record = on_record
+        self._steps = {step.key: step for step in plan.steps}
+        self._waiting = {key: len(step.deps_in_plan) for key, step in self._steps.items()}
+        self._children = plan.dependents()
+        self.done: dict[StepKey, MaterializationRecord] = {}
+        self.held: set[StepKey] = set()  # below a step that waits for approval: left pending
+        self.started: set[StepKey] = set()  # handed to the materializer, which records them
+        self.ready = [key for key, count in self._waiting.items() if count == 0]
+
+    def start(self, key: StepKey) -> Step:
+        """Mark a step as handed to the materializer."""
+        self.started.add(key)
+        return self._steps[key]
+
+    def finish(self, record: MaterializationRecord) -> None:
+        """Take a step's record: release its dependents, or skip them below a failure."""
+        # A worklist, not recursion: a failure at the top of a long chain skips thousands.
+        todo = [record]
+        while todo:
+            current = todo.pop()
+            key = (current.asset, current.partition_key)
+            self.done[key] = current
+            if self._on_record is not None:
+                self._on_record(current)
+            if current.status == Status.SUCCESS:
+                for child in self._children[key]:
+                    self._waiting[child] -= 1
+                    # A child with another, failed parent is already recorded skipped.
+                    if self._waiting[child] == 0 and child not in self.done:
+                        self.ready.append(child)
+            elif current.status == Status.WAITING_APPROVAL:
+                # Its dependents neither run nor skip: they stay `pending` in the store, and
+                # the approval's decision continues (or skips) them. Nothing waits here.
+                self.held.update(_below(key, self._children))
+            else:
+                # Name the root cause: below a skipped asset, repeat why it was skipped.
+                if current.status == Status.SKIPPED and current.error_message:
+                    reason = current.error_message
+                else:
+                    reason = f"upstream asset {current.asset!r} {current.status.value}"
+                for child in self._children[key]:
+                    if child not in self.done:
+                        skipped = self._skip(child, reason)
+                        self.done[child] = skipped  # a diamond below must not skip it twice
+                        todo.append(skipped)
+
+    def skip_unstarted(self, reason: str) -> None:
+        """Record every step that never started (and is not held by a wait) as skipped."""
+        for key in self._steps:
+            if key not in self.done and key not in self.held and key not in self.started:
+                self.done[key] = self._skip(key, reason)
+
+    def results(self) -> list[MaterializationRecord]:
+        """Each step's record in plan order; steps below a waiting approval are pending."""
+        return [
+            self.done.get(step.key) or step.pending_record(self._plan.run_id)
+            for step in self._plan.steps
+        ]
+
+    def _skip(self, key: StepKey, reason: str) -> MaterializationRecord:
+        return self._materializer.skip(self._steps[key], self._plan.run_id, reason)
+
+
 def _below(key: StepKey, children: dict[StepKey, list[StepKey]]) -> set[StepKey]:
     """Every step that depends on ``key``, transitively."""
     found: set[StepKey] = set()
@@ -150,4 +178,3 @@ def _below(key: StepKey, children: dict[StepKey, list[StepKey]]) -> set[StepKey]
             found.add(child)
             stack.extend(children[child])
     return found
-
