@@ -504,3 +504,25 @@ def test_run_forever_polls_until_stopped() -> None:
     assert polled.wait(timeout=60)
     scheduler.stop()
     assert not thread.is_alive()
+
+
+def test_the_scheduler_expires_approvals_past_their_timeout(tmp_path: Path) -> None:
+    @fs.asset
+    def publish(ctx):
+        if ctx.approval is None:
+            return fs.WaitForApproval("Publish?", timeout=timedelta(hours=1))
+        return "published"
+
+    pipeline = fs.Pipeline([publish], store=f"sqlite:///{tmp_path / 'meta.db'}")
+    run = pipeline.materialize_all()
+    assert run.status == RunStatus.WAITING_APPROVAL
+    [request] = pipeline.approvals()
+    scheduler = Scheduler(pipeline, clock=lambda: datetime.now(UTC))
+    assert request.timeout_at is not None
+    scheduler.tick_once(request.timeout_at - timedelta(minutes=1))
+    assert pipeline.approvals()[0].status == "pending"
+    scheduler.tick_once(request.timeout_at + timedelta(seconds=1))
+    [expired] = pipeline.approvals(status="expired")
+    assert expired.id == request.id
+    assert pipeline.history("publish")[0].status == Status.FAILED
+    pipeline.close()

@@ -114,7 +114,8 @@ class Scheduler:
 
     def tick_once(self, now: datetime | None = None, *, wait: bool = True) -> list[TickOutcome]:
         """Evaluate everything due at ``now`` (default: the clock): launch never-started runs,
-        record and launch each due schedule tick, poll each due sensor.
+        expire approvals past their timeout, record and launch each due schedule tick, poll
+        each due sensor.
 
         A schedule or sensor that fails to evaluate is logged and never stops the others.
 
@@ -131,6 +132,11 @@ class Scheduler:
         store = self.pipeline.store
         telemetry = self.pipeline._telemetry
         recovered = self._recover(now)
+        try:
+            # Approval timeouts are swept here too: nothing else expires them on its own.
+            self.pipeline.expire_approvals(now)
+        except Exception:
+            log.exception("Expiring approvals failed; the scheduler goes on")
         outcomes: list[TickOutcome] = []
         for record in store.list_schedules():
             if record.paused:
