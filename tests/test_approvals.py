@@ -14,6 +14,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,11 @@ from flowstone.errors import (
     ApprovalError,
     ApprovalNotFoundError,
     NotMaterializedError,
+    RunWaitingError,
 )
 from flowstone.partitions import encode_partition
 from flowstone.planner import plan_run
-from flowstone.records import RunStatus, Status
+from flowstone.records import RunStatus, Status, utcnow
 from flowstone.store import MetadataStore
 from flowstone.telemetry import TelemetryEvent
 from test_store_contract import STORE_KINDS, open_test_store
@@ -105,6 +107,9 @@ def test_a_request_leaves_the_asset_waiting_not_failed(store: MetadataStore) -> 
     assert stored_run.completed_at is None
     with pytest.raises(NotMaterializedError):
         pipeline.load("publish", DAY)  # no value is stored while waiting
+    with pytest.raises(RunWaitingError, match="waiting for approval of publish") as info:
+        run.raise_for_status()
+    assert isinstance(info.value, fs.RunFailedError) and info.value.waiting == ("publish",)
 
     request = only_request(pipeline)
     waiting = run["publish"]
@@ -334,6 +339,39 @@ def test_a_restart_between_request_and_approval_loses_nothing(tmp_path: Path) ->
         url,
     )
     assert value == "{'published': 42, 'by': 'ana'}"
+
+
+def test_a_run_resumes_with_the_io_manager_it_started_with(store: MetadataStore) -> None:
+    flow = Flow()
+    elsewhere = fs.MemoryIOManager()
+    pipeline = fs.Pipeline(flow.assets, store=store, io_managers={"elsewhere": elsewhere})
+    pipeline.materialize_all("notify", partition=DAY, io_manager="elsewhere")
+    run = pipeline.approve(only_request(pipeline).id, by="ana")
+    assert run.ok, run
+    assert {r.io_manager for r in run.materializations} == {"elsewhere"}
+    assert pipeline.load("notify", DAY) == "told everyone: 42"
+
+
+def test_a_decision_whose_continuation_died_is_finished_by_resume_run(
+    store: MetadataStore,
+) -> None:
+    flow = Flow()
+    pipeline = fs.Pipeline(flow.assets, store=store)
+    first = pipeline.materialize_all("notify", partition=DAY)
+    request = only_request(pipeline)
+    # What a process killed right after recording the decision leaves behind.
+    decision = replace(
+        request, status=ApprovalStatus.APPROVED, decided_by="ana", decided_at=utcnow()
+    )
+    assert store.decide_approval(decision)
+    assert pipeline.get_run(first.run_id).status == RunStatus.WAITING_APPROVAL  # type: ignore[union-attr]
+
+    run = pipeline.resume_run(first.run_id)
+
+    assert run.ok and run["publish"].attempt == 2 and run["notify"].status == Status.SUCCESS
+    assert [d.decided_by for d in flow.decisions] == ["ana"]
+    assert pipeline.resume_run(first.run_id).ok  # nothing left to do: runs nothing again
+    assert flow.calls.count("publish") == 2
 
 
 def test_concurrent_approve_and_reject_one_wins(store: MetadataStore) -> None:

@@ -184,19 +184,19 @@ def test_a_partition_is_skipped_only_when_every_asset_succeeded(
 def test_no_more_than_parallel_assets_run_at_once(
     pipeline: fs.Pipeline, calls: Calls, parallel: int
 ) -> None:
-    active = 0
-    peak = 0
+    active = started = peak = 0
     cond = threading.Condition()
 
     def hook(asset: str, partition: Any) -> None:
-        nonlocal active, peak
+        nonlocal active, started, peak
         with cond:
             active += 1
+            started += 1
             peak = max(peak, active)
             cond.notify_all()
-            # Hold on until `parallel` run together (or a moment passed), so the peak shows
-            # the bound rather than how fast a thread happens to start.
-            cond.wait_for(lambda: active >= parallel, timeout=2)
+            # Hold on until `parallel` run together (or none is left to start), so the peak
+            # shows the bound rather than how fast a thread happens to start.
+            cond.wait_for(lambda: active >= parallel or started == 12, timeout=5)
             active -= 1
 
     calls.hook = hook

@@ -12,13 +12,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import flowstone
+from flowstone.checkpoints import ApprovalStatus
 from flowstone.cli import main
+from flowstone.records import utcnow
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "cli_fixtures"
@@ -216,10 +219,24 @@ def test_every_command_first_expires_what_is_past_its_timeout(cli: Cli) -> None:
     assert late.code == 1 and "already expired by its timeout" in late.err
 
 
+def test_resume_finishes_a_run_whose_continuation_died(cli: Cli) -> None:
+    [request] = ask(cli, 6)
+    from cli_fixtures.approvals_flow import pipeline  # the module the CLI loaded
+
+    stored = pipeline.get_approval(request["id"])
+    decided = replace(stored, status=ApprovalStatus.APPROVED, decided_by="ana", decided_at=utcnow())
+    assert pipeline.store.decide_approval(decided)  # and then the process died
+    pipeline.close()
+    done = cli("approvals", "resume", request["run_id"][:8], "--json")
+    assert done.code == 0, done.err
+    assert done.json()["status"] == "success"
+    assert cli("approvals", "resume", "ffffffff").code == 2
+
+
 def test_help_lists_the_approvals_commands(cli: Cli) -> None:
     assert "approvals" in cli("--help").out
     text = cli("approvals", "--help").out
-    for command in ("list", "show", "approve", "reject", "expire"):
+    for command in ("list", "show", "approve", "reject", "expire", "resume"):
         assert command in text
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from flowstone.backfill_progress import BackfillProgress
 from flowstone.cli import main
-from flowstone.cli.backfill import _Progress, progress_line
+from flowstone.cli.backfill_output import Progress, progress_line
 from test_cli import DAILY, Cli, Result, cli, cli_env  # noqa: F401 (fixtures)
 
 FLAKY = "cli_fixtures.daily_flaky:pipeline"
@@ -230,7 +230,7 @@ class FakeTerminal(io.StringIO):
 
 def test_on_a_terminal_one_line_is_redrawn() -> None:
     stream = FakeTerminal()
-    with _Progress(stream, every=3600) as progress:
+    with Progress(stream, every=3600) as progress:
         progress(snapshot(success=1))
         progress(snapshot(success=2))  # throttled: not drawn
         progress(snapshot(success=245, skipped=20, running=0, remaining=0))

@@ -8,6 +8,8 @@ lower bound, the policy's minimum wait.
 
 from __future__ import annotations
 
+import itertools
+import json
 import signal
 import threading
 from collections import Counter
@@ -17,12 +19,13 @@ from pathlib import Path
 import pytest
 
 import flowstone as fs
+from distributed_fixtures import pipelines
+from distributed_fixtures.harness import Cluster, cluster, wait_until
 from flowstone.errors import DistributedSetupError
 from flowstone.execution import InProcessExecutor
 from flowstone.execution.distributed import DistributedExecutor
 from flowstone.records import RunResult, RunStatus, Status
-from tests.distributed_fixtures.harness import Cluster, cluster, wait_until
-from tests.test_store_contract import require_postgres
+from test_store_contract import require_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -180,7 +183,9 @@ def test_bad_jobs_fail_for_good_and_the_worker_keeps_serving(pg: Cluster) -> Non
     finally:
         app.close()
 
-    reasons = [e.details["reason"] for e in pipeline.audit_log(limit=None) if e.action == "job.rejected"]
+    reasons = [
+        e.details["reason"] for e in pipeline.audit_log(limit=None) if e.action == "job.rejected"
+    ]
     assert len(reasons) == 3
     assert any("No asset named 'flowstone_sentinel_mod'" in r for r in reasons)
     assert any("bad partition" in r and "zz:not-a-partition" in r for r in reasons)
@@ -211,10 +216,8 @@ def test_retryable_failures_retry_with_the_policy_waits(pg: Cluster) -> None:
     assert result["below_flaky"].status == Status.SUCCESS
     starts = [e for e in pg.executions(result.run_id) if e.asset == "flaky" and e.event == "start"]
     assert [e.attempt for e in starts] == [1, 2, 3]
-    from tests.distributed_fixtures.pipelines import POLICY
-
-    for before, after in zip(starts, starts[1:], strict=False):
-        assert after.at - before.at >= POLICY.min_delay(before.attempt)
+    for before, after in itertools.pairwise(starts):
+        assert after.at - before.at >= pipelines.POLICY.min_delay(before.attempt)
     retried = [
         e.details
         for e in pipeline.audit_log(run_id=result.run_id, limit=None)
@@ -282,7 +285,7 @@ def test_cli_materialize_wait_and_runs(pg: Cluster, capsys: pytest.CaptureFixtur
     assert "join" in out and "success" in out
 
     assert main(["runs", "list", "--json", "-p", spec]) == 0
-    (listed,) = __import__("json").loads(capsys.readouterr().out)
+    (listed,) = json.loads(capsys.readouterr().out)
     assert (listed["status"], listed["steps"]) == ("success", {"success": 4})
     assert main(["runs", "show", listed["run_id"][:8], "-p", spec]) == 0
     shown = capsys.readouterr().out
@@ -306,8 +309,6 @@ def test_values_in_memory_are_refused(pg: Cluster) -> None:
 
 
 def test_the_distributed_executor_needs_postgresql(tmp_path: Path) -> None:
-    from tests.distributed_fixtures import pipelines
-
     pipeline = pipelines.diamond(
         store=f"sqlite:///{tmp_path / 'meta.db'}", executor=DistributedExecutor()
     )

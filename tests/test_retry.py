@@ -79,5 +79,5 @@ def test_assets_carry_their_policy() -> None:
 
     assert prices.retry is policy
     assert plain.retry is None
-    with pytest.raises(DefinitionError, match="retry must be fs.RetryPolicy"):
+    with pytest.raises(DefinitionError, match=r"retry must be fs\.RetryPolicy"):
         fs.asset(name="prices", retry=3)(lambda: 1)  # type: ignore[arg-type]

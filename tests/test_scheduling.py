@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 import flowstone as fs
+from distributed_fixtures import pipelines
 from flowstone.errors import JobRejectedError
 from flowstone.execution.queue import StepJob
 from flowstone.execution.scheduling import Outcome, after_final
@@ -19,7 +20,6 @@ from flowstone.planner import RunPlan, plan_run
 from flowstone.records import RunRecord, RunStatus, Status, utcnow
 from flowstone.store import MemoryStore
 from flowstone.telemetry import Telemetry
-from tests.distributed_fixtures import pipelines
 
 
 def start(pipeline: fs.Pipeline, *, partitions: tuple[object, ...] = (None,)) -> RunPlan:
@@ -35,7 +35,9 @@ def start(pipeline: fs.Pipeline, *, partitions: tuple[object, ...] = (None,)) ->
     return plan
 
 
-def finish(pipeline: fs.Pipeline, plan: RunPlan, asset: str, status: Status, key: str = "n:") -> Outcome:
+def finish(
+    pipeline: fs.Pipeline, plan: RunPlan, asset: str, status: Status, key: str = "n:"
+) -> Outcome:
     """Record ``asset`` final, as a worker's finisher does, and apply the rules."""
     store = pipeline.store
     (record,) = [
@@ -134,15 +136,23 @@ def test_long_partition_keys_are_hashed_in_locks() -> None:
         ({"run_id": "r"}, "arguments must be exactly"),
         ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "x": 1}, "exactly"),
         ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "asset": 3}, "'asset'"),
-        ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "attempt": True}, "'attempt'"),
-        ({**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "attempt": 0}, "'attempt'"),
+        (
+            {**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "attempt": True},
+            "'attempt'",
+        ),
+        (
+            {**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "attempt": 0},
+            "'attempt'",
+        ),
         (
             {**StepJob(run_id="r", asset="a", partition_key="n:").to_args(), "options": {"x": 1}},
             "'options'",
         ),
     ],
 )
-def test_malformed_arguments_are_rejected_with_the_reason(args: dict[str, object], reason: str) -> None:
+def test_malformed_arguments_are_rejected_with_the_reason(
+    args: dict[str, object], reason: str
+) -> None:
     with pytest.raises(JobRejectedError, match="It is not retried") as raised:
         StepJob.from_args(args, job_id=7)
     assert reason in raised.value.reason

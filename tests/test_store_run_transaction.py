@@ -9,7 +9,9 @@ the same all-or-nothing behaviour.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,13 @@ from flowstone.errors import StoreError
 from flowstone.records import RunStatus, Status
 from flowstone.store import MetadataStore
 from flowstone.store.base import RunTransaction
-from tests.test_store_contract import edge, event, mat, run_record, store  # noqa: F401
+from test_store_contract import STORE_KINDS, edge, event, mat, open_test_store, run_record
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    with open_test_store(request.param, tmp_path) as opened:
+        yield opened
 
 
 class Boom(Exception):

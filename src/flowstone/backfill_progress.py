@@ -1,8 +1,10 @@
-"""Live progress of a backfill: counts per outcome, partitions in flight, rate and ETA.
+"""What a backfill reports: live progress while it runs, a result when a call ends.
 
 A :class:`Tally` is kept by the process running a backfill pass and updated as partitions
-finish (from worker threads); each change hands a :class:`BackfillProgress` snapshot to the
-caller's ``progress`` callback, which the CLI turns into its progress line.
+finish (from worker threads); each change hands a :class:`BackfillProgress` snapshot (counts per
+outcome, partitions in flight, rate, ETA) to the caller's ``progress`` callback, which the CLI
+turns into its progress line. :class:`BackfillResult` is what ``Pipeline.backfill`` and its
+resume and retry return; :class:`BackfillReport` is what ``backfill_status`` returns.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from flowstone.backfill_records import BackfillRecord, PartitionOutcome
+from flowstone.backfill_records import (
+    BackfillPartition,
+    BackfillRecord,
+    BackfillStatus,
+    PartitionOutcome,
+)
+from flowstone.errors import BackfillFailedError
 
 log = logging.getLogger("flowstone.backfill")
 
@@ -139,3 +147,66 @@ class Tally:
         except Exception:
             # Progress is for whoever watches; a broken display never stops the backfill.
             log.exception("Backfill progress callback %r failed", self._callback)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillResult:
+    """What a backfill call did: the backfill as it stands after it, and this call's runs.
+
+    Example::
+
+        result = pipeline.backfill("daily_report", start=jan_1, end=dec_31, parallel=8)
+        print(result.status, result.backfill.success, result.backfill.skipped)
+        result.raise_for_status()
+    """
+
+    backfill: BackfillRecord
+    run_ids: tuple[str, ...]
+    #: The first partitions that did not succeed (at most 10), with their errors.
+    failures: tuple[BackfillPartition, ...]
+    elapsed_s: float
+
+    @property
+    def id(self) -> str:
+        """The backfill's id."""
+        return self.backfill.id
+
+    @property
+    def status(self) -> BackfillStatus:
+        """The backfill's status."""
+        return self.backfill.status
+
+    @property
+    def ok(self) -> bool:
+        """True when every partition is successful."""
+        return self.backfill.status == BackfillStatus.SUCCESS
+
+    def raise_for_status(self) -> BackfillResult:
+        """Raise :class:`~flowstone.errors.BackfillFailedError` unless the backfill succeeded;
+        return the result itself otherwise, so calls chain."""
+        if self.ok:
+            return self
+        first = self.failures[0] if self.failures else None
+        raise BackfillFailedError(
+            self.id,
+            self.status.value,
+            self.backfill.failed,
+            self.backfill.canceled,
+            None
+            if first is None
+            else f"{first.asset} {first.partition_key}: {first.error_type}: {first.error_message}",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillReport:
+    """A backfill as ``flowstone backfill show`` presents it."""
+
+    backfill: BackfillRecord
+    #: A short description of the partition set (``2025-01-01..2025-12-31``).
+    partitions: str
+    #: The first partitions that did not succeed, by position, with their errors.
+    failures: tuple[BackfillPartition, ...]
+    #: Whether a live process works on it now (False for a running backfill whose process
+    #: died: resume or cancel it).
+    active: bool

@@ -328,6 +328,21 @@ class RunFailedError(FlowStoneError):
         )
 
 
+class RunWaitingError(RunFailedError):
+    """A run is paused: some of its materializations wait for approval."""
+
+    def __init__(self, run_id: str, waiting: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.failed = ()
+        self.waiting = tuple(waiting)
+        FlowStoneError.__init__(
+            self,
+            f"Run {run_id} is waiting for approval of {', '.join(self.waiting) or 'a step'}; it "
+            "continues when someone decides (`flowstone approvals list`, or "
+            "pipeline.approvals() and pipeline.approve(...)).",
+        )
+
+
 # --- store ---------------------------------------------------------------------------------
 
 
@@ -357,8 +372,7 @@ class UnknownBackfillError(BackfillError):
         self.backfill_id = backfill_id
         self.matches = matches
         problem = (
-            f"Backfill id prefix {backfill_id!r} matches {matches} backfills; give more "
-            "characters."
+            f"Backfill id prefix {backfill_id!r} matches {matches} backfills; give more characters."
             if matches > 1
             else f"No backfill with id {backfill_id!r}."
         )
@@ -371,7 +385,9 @@ class UnknownBackfillError(BackfillError):
 class BackfillBusyError(BackfillError):
     """Another live process is running this backfill."""
 
-    def __init__(self, backfill_id: str, owner: str, heartbeat_age_s: float, lease_s: float) -> None:
+    def __init__(
+        self, backfill_id: str, owner: str, heartbeat_age_s: float, lease_s: float
+    ) -> None:
         self.backfill_id = backfill_id
         self.owner = owner
         self.heartbeat_age_s = heartbeat_age_s

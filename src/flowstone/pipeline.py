@@ -25,7 +25,7 @@ from flowstone.backfill import (
     BackfillResult,
     PartitionChoice,
 )
-from flowstone.backfill_chunks import ChunkMaterializer
+from flowstone.backfill_materializer import ChunkMaterializer
 from flowstone.backfill_progress import ProgressCallback
 from flowstone.backfill_records import BackfillRecord
 from flowstone.checkpoints import ApprovalNotifier, ApprovalRecord, ApprovalStatus
@@ -62,6 +62,7 @@ from flowstone.records import (
     utcnow,
 )
 from flowstone.resources import ResourceScope
+from flowstone.resume import RunResumer
 from flowstone.schedules import (
     PartitionFn,
     ScheduleDef,
@@ -334,7 +335,7 @@ class Pipeline:
         )
         if status == RunStatus.WAITING_APPROVAL and continue_decided:
             # A decision made while this run executed was left to it (see flowstone.approvals).
-            return self._approval_desk().continue_decided(run.id, records) or result
+            return self._resumer().continue_decided(run.id, records) or result
         return result
 
     # --- backfills ---------------------------------------------------------------------------
@@ -410,6 +411,10 @@ class Pipeline:
         Raises:
             UnknownBackfillError: no backfill has this id (or unique prefix).
             BackfillBusyError: a live process is running it.
+
+        Example::
+
+            pipeline.resume_backfill("3f2a9c1e").raise_for_status()
         """
         return self._get_backfiller().resume(backfill_id, by=by, progress=progress)
 
@@ -421,6 +426,11 @@ class Pipeline:
         Raises:
             UnknownBackfillError: no backfill has this id (or unique prefix).
             BackfillBusyError: a live process is running it.
+
+        Example::
+
+            result = pipeline.retry_failed_backfill(backfill_id)
+            print(result.backfill.failed, "still failing")
         """
         return self._get_backfiller().retry_failed(backfill_id, by=by, progress=progress)
 
@@ -431,16 +441,31 @@ class Pipeline:
         Raises:
             UnknownBackfillError: no backfill has this id (or unique prefix).
             BackfillStateError: it already finished.
+
+        Example::
+
+            pipeline.cancel_backfill(backfill_id, by="ana").status  # "canceling" or "canceled"
         """
         return self._get_backfiller().cancel(backfill_id, by=by)
 
     def backfills(self, *, limit: int | None = 50) -> list[BackfillRecord]:
-        """Backfills, newest first."""
+        """Backfills, newest first.
+
+        Example::
+
+            running = [b for b in pipeline.backfills() if b.status == "running"]
+        """
         return self.store.list_backfills(limit=limit)
 
     def backfill_status(self, backfill_id: str, *, failures: int = 20) -> BackfillReport:
         """A backfill with its counts, its first ``failures`` failing partitions (and their
-        errors), and whether a live process runs it."""
+        errors), and whether a live process runs it.
+
+        Example::
+
+            for row in pipeline.backfill_status(backfill_id).failures:
+                print(row.partition_key, row.asset, row.error_type, row.error_message)
+        """
         return self._get_backfiller().report(backfill_id, failures=failures)
 
     def _get_backfiller(self) -> Backfiller:
@@ -901,6 +926,20 @@ class Pipeline:
         """
         return self._approval_desk().expire_due(now)
 
+    def resume_run(self, run_id: str) -> RunResult:
+        """Continue a run after approval decisions, if anything is left to do: for a process
+        that stopped between recording a decision and finishing the run it continued. Safe to
+        call at any time and from several processes (steps are claimed before they run).
+
+        Returns:
+            The whole run and its status.
+
+        Example::
+
+            pipeline.resume_run("3f2a9c1e5d0b4a7e9c8f6a2b1d3e5f70")
+        """
+        return self._resumer().advance(run_id, decided=True)
+
     def _approval_keys(
         self,
         asset: str | None,
@@ -931,14 +970,37 @@ class Pipeline:
         return ApprovalDesk(
             self.graph,
             self.store,
-            self._get_materializer(),
             self._telemetry,
+            self._resumer(),
             notifiers=self._approval_notifiers,
-            execute=lambda plan, run, prior: self._execute(
-                plan, run, prior=prior, continue_decided=False
-            ),
+        )
+
+    def _resumer(self) -> RunResumer:
+        return RunResumer(
+            self.graph,
+            self.store,
+            self._get_materializer(),
+            execute=self._continue,
             lock=self._approvals_lock,
         )
+
+    def _continue(
+        self, plan: RunPlan, run: RunRecord, prior: Sequence[MaterializationRecord]
+    ) -> RunResult:
+        """Execute part of a run after approval decisions, with the run's I/O manager."""
+        # A run started with io_manager="x" recorded "x" on its materializations, where the
+        # asset alone would choose another: continue with the same override.
+        override = next(
+            (
+                r.io_manager
+                for r in prior
+                if r.io_manager is not None
+                and r.asset in self.graph
+                and r.io_manager != self._io.name_for(self.graph.get(r.asset))
+            ),
+            None,
+        )
+        return self._execute(plan, run, io_manager=override, prior=prior, continue_decided=False)
 
     # --- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:

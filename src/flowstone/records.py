@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flowstone.errors import RunFailedError
+from flowstone.errors import RunFailedError, RunWaitingError
 
 JSON = dict[str, Any]
 
@@ -198,13 +198,19 @@ class RunResult:
         return None
 
     def raise_for_status(self) -> RunResult:
-        """Raise :class:`~flowstone.errors.RunFailedError` unless the run succeeded.
+        """Raise :class:`~flowstone.errors.RunFailedError` unless the run succeeded
+        (:class:`~flowstone.errors.RunWaitingError`, a subclass, while it waits for approval).
 
         Returns:
             The result itself, so calls chain: ``pipeline.materialize_all().raise_for_status()``.
         """
         if self.ok:
             return self
+        if self.status == RunStatus.WAITING_APPROVAL:
+            waiting = [
+                r.asset for r in self.materializations if r.status == Status.WAITING_APPROVAL
+            ]
+            raise RunWaitingError(self.run_id, waiting)
         failed = self.failed
         first = failed[0] if failed else None
         raise RunFailedError(

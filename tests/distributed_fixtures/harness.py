@@ -63,7 +63,7 @@ class Cluster:
 
     def pipeline(self, factory: str, **options: Any) -> fs.Pipeline:
         """A pipeline of tests/distributed_fixtures/pipelines.py, in this cluster."""
-        from tests.distributed_fixtures import pipelines
+        from distributed_fixtures import pipelines
 
         build: Callable[..., fs.Pipeline] = getattr(pipelines, factory)
         return build(**options)

@@ -70,9 +70,7 @@ def _layered(layers: int = 5, width: int = 10) -> list[fs.AssetDef]:
     for layer in range(layers):
         for i in range(width):
             deps = (
-                []
-                if layer == 0
-                else [f"n{layer - 1}_{i}", f"n{layer - 1}_{(i * 3 + 1) % width}"]
+                [] if layer == 0 else [f"n{layer - 1}_{i}", f"n{layer - 1}_{(i * 3 + 1) % width}"]
             )
             deps = list(dict.fromkeys(deps))
 

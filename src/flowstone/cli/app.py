@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(_add_command(commands, name, handler, help_text, epilog, common=common))
     schedules.register(commands, common)  # schedule, sensor, scheduler
     backfill.register(commands, common)  # backfill run|list|show|resume|retry-failed|cancel
-    approvals.register(commands, common)  # approvals list|show|approve|reject|expire
+    approvals.register(commands, common)  # approvals list|show|approve|reject|expire|resume
     db = _add_command(
         commands, "db", None, "manage the metadata database", _DB_EPILOG, common=common
     )

@@ -1,4 +1,4 @@
-"""``flowstone approvals list|show|approve|reject|expire``.
+"""``flowstone approvals list|show|approve|reject|expire|resume``.
 
 Every command first expires the requests whose timeout has passed (the sweep), so what it
 shows and decides is current without any process keeping a timer. Approving continues the run
@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 
 from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.cli import output
+from flowstone.cli.approval_views import approval_dict, approval_table, approval_text
 from flowstone.cli.loading import find_spec, load_pipeline
 from flowstone.errors import ApprovalNotFoundError, PartitionError
 from flowstone.partitions import Partition
@@ -73,6 +74,10 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
 
     expire = _add(sub, "expire", _expire, "expire the requests past their timeout", common)
     _json_option(expire)
+
+    resume = _add(sub, "resume", _resume, "finish continuing a run after a crash", common)
+    resume.add_argument("run", metavar="RUN_ID", help="the run (a unique prefix is enough)")
+    _json_option(resume)
 
 
 def _add(
@@ -280,85 +285,21 @@ def _expire(args: argparse.Namespace) -> int:
     return _OK
 
 
-# --- how requests look -----------------------------------------------------------------------
-def approval_dict(approval: ApprovalRecord) -> dict[str, Any]:
-    """Every field of a request, as JSON-ready data (every key always present)."""
-    return {
-        "id": approval.id,
-        "status": approval.status.value,
-        "asset": approval.asset,
-        "partition": output.json_partition(approval.partition_key),
-        "partition_key": approval.partition_key,
-        "run_id": approval.run_id,
-        "materialization_id": approval.materialization_id,
-        "attempt": approval.attempt,
-        "message": approval.message,
-        "context": dict(approval.context),
-        "requested_at": output.iso(approval.requested_at),
-        "timeout_at": output.iso(approval.timeout_at),
-        "decided_by": approval.decided_by,
-        "decided_at": output.iso(approval.decided_at),
-        "reason": approval.reason,
-        "input": dict(approval.input),
-    }
+def _resume(args: argparse.Namespace) -> int:
+    with _pipeline(args) as pipeline:
+        _sweep(pipeline)
+        matches = [r.id for r in pipeline.runs(limit=10_000) if r.id.startswith(args.run)]
+        if len(matches) != 1:
+            how = "no run" if not matches else f"{len(matches)} runs"
+            _error(f"Run id {args.run!r} matches {how}; give a full id (see `flowstone audit`).")
+            return _USAGE
+        result = pipeline.resume_run(matches[0])
+    _emit(output.to_json(output.run_dict(result)) if args.json else output.run_table(result))
+    _note(_run(result))
+    return _FAILED if result.status == RunStatus.FAILED else _OK
 
 
-def approval_table(approvals: Sequence[ApprovalRecord]) -> str:
-    """One line per request; the message cut to one short line."""
-    rows = [
-        (
-            output.short_id(a.id),
-            a.asset,
-            output.human_partition(a.partition_key),
-            a.status.value,
-            output.human_time(a.requested_at),
-            output.human_time(a.timeout_at) if a.is_pending else output.human_time(a.decided_at),
-            a.decided_by or output.NONE,
-            output.first_line(a.message, 60),
-        )
-        for a in approvals
-    ]
-    headers = (
-        "id",
-        "asset",
-        "partition",
-        "status",
-        "requested",
-        "expires/decided",
-        "by",
-        "message",
-    )
-    return output.table(headers, rows)
-
-
-def approval_text(approval: ApprovalRecord) -> str:
-    """One request in full: what is asked, its context, and the decision."""
-    lines = [
-        f"approval   {approval.id}",
-        f"status     {approval.status.value}",
-        f"asset      {approval.asset} [{output.human_partition(approval.partition_key)}]",
-        f"run        {approval.run_id} (materialization {approval.materialization_id}, "
-        f"attempt {approval.attempt})",
-        f"requested  {output.human_time(approval.requested_at)}",
-        f"expires    {output.human_time(approval.timeout_at) if approval.timeout_at else 'never'}",
-        f"message    {approval.message}",
-        "context    " + _indented(approval.context),
-    ]
-    if not approval.is_pending:
-        by = approval.decided_by or "its timeout"
-        when = output.human_time(approval.decided_at)
-        lines.append(f"decided    {approval.status.value} by {by}, {when}")
-        lines.append(f"reason     {approval.reason or output.NONE}")
-        if approval.input:
-            lines.append("input      " + _indented(approval.input))
-    return "\n".join(lines) + "\n"
-
-
-def _indented(data: dict[str, Any]) -> str:
-    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
-    return text.replace("\n", "\n" + " " * 11)
-
-
+# --- messages --------------------------------------------------------------------------------
 def _run(result: RunResult) -> str:
     state = {
         RunStatus.SUCCESS: "succeeded",
@@ -400,6 +341,7 @@ examples:
   flowstone approvals approve --all --asset publish --partition-range 2025-01-01..2025-01-30 \\
       --by ana
   flowstone approvals expire
+  flowstone approvals resume 3f2a9c1e
 
 Every command first expires the requests past their timeout. Approving runs the asset again,
 here, with the decision in ctx.approval, then the assets that waited below it.

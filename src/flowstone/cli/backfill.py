@@ -1,8 +1,7 @@
 """``flowstone backfill run|list|show|resume|retry-failed|cancel``.
 
-``run``, ``resume`` and ``retry-failed`` show a live progress line on stderr when it is a
-terminal (one line redrawn with a carriage return, at most ten times a second) and a plain line
-every few seconds otherwise, then print the backfill (a table, or JSON) on stdout.
+``run``, ``resume`` and ``retry-failed`` show a live progress line on stderr (see
+:mod:`flowstone.cli.backfill_output`), then print the backfill (a table, or JSON) on stdout.
 
 Exit codes follow ``flowstone --help``: 0 when the backfill succeeded, 1 when partitions failed
 or were canceled (or the backfill is busy elsewhere), 2 for bad input (an unknown asset or
@@ -13,21 +12,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO, TypeAlias
+from typing import Any, TypeAlias
 
-from flowstone.backfill import BackfillReport, BackfillResult
-from flowstone.backfill_progress import BackfillProgress
+from flowstone.backfill import BackfillResult
 from flowstone.backfill_records import (
-    BackfillPartition,
-    BackfillRecord,
     BackfillStatus,
-    PartitionOutcome,
 )
 from flowstone.cli import output
+from flowstone.cli.backfill_output import (
+    Progress,
+    backfill_dict,
+    failure_line,
+    report_dict,
+    report_text,
+    summary_table,
+)
 from flowstone.cli.loading import find_spec, load_pipeline
 from flowstone.errors import PartitionError, UnknownBackfillError
 from flowstone.partitions import PartitionsDefinition
@@ -38,10 +39,6 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # The exit codes of flowstone.cli.app (which imports this module, so they are not imported).
 _OK, _FAILED, _USAGE = 0, 1, 2
-#: Seconds between progress lines when stderr is not a terminal.
-PLAIN_EVERY_S = 5.0
-_TTY_EVERY_S = 0.1
-_BAR = 20
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:
@@ -166,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         ways = (args.all, bool(args.partitions), args.start is not None or args.end is not None)
         if sum(ways) > 1:
             raise PartitionError("Give one of --partitions, --from/--to and --all, not several.")
-        with _Progress(sys.stderr) as progress:
+        with Progress(sys.stderr) as progress:
             result = pipeline.backfill(
                 args.assets,
                 with_upstream=args.with_deps,
@@ -181,14 +178,14 @@ def _run(args: argparse.Namespace) -> int:
 
 @_usage_errors
 def _resume(args: argparse.Namespace) -> int:
-    with _pipeline(args) as pipeline, _Progress(sys.stderr) as progress:
+    with _pipeline(args) as pipeline, Progress(sys.stderr) as progress:
         result = pipeline.resume_backfill(args.id, progress=progress)
     return _finish(result, args.json)
 
 
 @_usage_errors
 def _retry(args: argparse.Namespace) -> int:
-    with _pipeline(args) as pipeline, _Progress(sys.stderr) as progress:
+    with _pipeline(args) as pipeline, Progress(sys.stderr) as progress:
         result = pipeline.retry_failed_backfill(args.id, progress=progress)
     return _finish(result, args.json)
 
@@ -197,7 +194,7 @@ def _retry(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     with _pipeline(args) as pipeline:
         record = pipeline.cancel_backfill(args.id)
-    _emit(output.to_json(backfill_dict(record)) if args.json else _summary_table([record]))
+    _emit(output.to_json(backfill_dict(record)) if args.json else summary_table([record]))
     what = (
         "canceled"
         if record.status == BackfillStatus.CANCELED
@@ -222,13 +219,13 @@ def _finish(result: BackfillResult, as_json: bool) -> int:
     if as_json:
         _emit(output.to_json({**backfill_dict(record), "run_ids": list(result.run_ids)}))
     else:
-        _emit(_summary_table([record]))
+        _emit(summary_table([record]))
     took = output.human_duration(result.elapsed_s * 1000.0)
     if result.ok:
         print(f"Backfill {record.id} succeeded in {took}.", file=sys.stderr)
         return _OK
     first = result.failures[0] if result.failures else None
-    detail = "" if first is None else f" First: {_failure_line(first)}."
+    detail = "" if first is None else f" First: {failure_line(first)}."
     print(
         f"flowstone: error: backfill {record.id} {record.status.value}: {record.failed} failed, "
         f"{record.canceled} canceled, {record.remaining} not reached.{detail} See `flowstone "
@@ -246,7 +243,7 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         _emit(output.to_json([backfill_dict(r) for r in records]))
     elif records:
-        _emit(_summary_table(records))
+        _emit(summary_table(records))
     else:
         print("No backfills yet: start one with `flowstone backfill run`.", file=sys.stderr)
     return _OK
@@ -263,183 +260,9 @@ def _show(args: argparse.Namespace) -> int:
     return _OK
 
 
-def backfill_dict(record: BackfillRecord) -> dict[str, Any]:
-    """A backfill as JSON: every key always present."""
-    return {
-        "id": record.id,
-        "status": record.status.value,
-        "targets": list(record.targets),
-        "with_upstream": record.with_upstream,
-        "total": record.total,
-        "success": record.success,
-        "skipped": record.skipped,
-        "failed": record.failed,
-        "canceled": record.canceled,
-        "remaining": record.remaining,
-        "parallel": record.parallel,
-        "chunk_size": record.chunk_size,
-        "force": record.force,
-        "created_by": record.created_by,
-        "created_at": output.iso(record.created_at),
-        "finished_at": output.iso(record.finished_at),
-        "owner": record.owner,
-        "heartbeat_at": output.iso(record.heartbeat_at),
-    }
-
-
-def report_dict(report: BackfillReport) -> dict[str, Any]:
-    """``backfill show --json``."""
-    return {
-        **backfill_dict(report.backfill),
-        "partitions": report.partitions,
-        "active": report.active,
-        "failures": [
-            {
-                "position": f.position,
-                "partition": output.json_partition(f.partition_key),
-                "partition_key": f.partition_key,
-                "outcome": f.outcome.value,
-                "asset": f.asset,
-                "error_type": f.error_type,
-                "error_message": f.error_message,
-                "attempts": f.attempts,
-                "run_id": f.run_id,
-                "materialization_id": f.materialization_id,
-            }
-            for f in report.failures
-        ],
-    }
-
-
-def report_text(report: BackfillReport) -> str:
-    """``backfill show``: the backfill, then its failing partitions."""
-    b = report.backfill
-    status = b.status.value
-    if not b.status.is_final and not report.active:
-        status += " (no live process: resume or cancel it)"
-    lines = [
-        f"backfill     {b.id}",
-        f"status       {status}",
-        f"assets       {', '.join(b.targets)}{' (with upstream)' if b.with_upstream else ''}",
-        f"partitions   {report.partitions} ({b.total})",
-        f"counts       {b.success} success, {b.skipped} skipped (already done), {b.failed} "
-        f"failed, {b.canceled} canceled, {b.remaining} not reached",
-        f"options      parallel {b.parallel}, chunk size {b.chunk_size}"
-        + (", force" if b.force else ""),
-        f"created      {output.human_time(b.created_at)} by {b.created_by or output.NONE}",
-        f"finished     {output.human_time(b.finished_at)}",
-    ]
-    text = "\n".join(lines) + "\n"
-    if report.failures:
-        rows = [
-            (
-                output.human_partition(f.partition_key),
-                f.outcome.value,
-                f.asset or output.NONE,
-                str(f.attempts),
-                output.first_line(f"{f.error_type}: {f.error_message}", 100),
-            )
-            for f in report.failures
-        ]
-        more = b.failed + b.count(PartitionOutcome.CANCELED) - len(report.failures)
-        text += "\n" + output.table(("partition", "outcome", "asset", "tries", "error"), rows)
-        if more > 0:
-            text += f"... and {more} more (--limit N, or --json)\n"
-    return text
-
-
-def _summary_table(records: Sequence[BackfillRecord]) -> str:
-    rows = [
-        (
-            output.short_id(r.id),
-            r.status.value,
-            ",".join(r.targets),
-            str(r.total),
-            str(r.done),
-            str(r.failed),
-            str(r.canceled),
-            str(r.remaining),
-            output.human_time(r.created_at),
-            r.created_by or output.NONE,
-        )
-        for r in records
-    ]
-    headers = ("id", "status", "assets", "total", "done", "failed", "canceled", "left", "created")
-    return output.table((*headers, "by"), rows, right=range(3, 8))
-
-
-def _failure_line(f: BackfillPartition) -> str:
-    where = f"{f.asset} {output.human_partition(f.partition_key)}"
-    return f"{where}: {output.first_line(f'{f.error_type}: {f.error_message}', 120)}"
-
-
 def _emit(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
-
-
-# --- progress --------------------------------------------------------------------------------
-class _Progress:
-    """The progress callback: a redrawn line on a terminal, a plain line every few seconds
-    otherwise. Called from worker threads."""
-
-    def __init__(self, stream: TextIO, every: float | None = None) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._every = every if every is not None else _TTY_EVERY_S if self._tty else PLAIN_EVERY_S
-        self._lock = threading.Lock()
-        self._last = -float("inf")  # the first report is always drawn
-        self._width = 0
-        self._latest: BackfillProgress | None = None
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            if self._latest is not None:
-                self._write(self._latest)
-            if self._tty and self._width:
-                self._stream.write("\n")
-                self._stream.flush()
-
-    def __call__(self, progress: BackfillProgress) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._latest = progress
-            if now - self._last < self._every:
-                return
-            self._last = now
-            self._write(progress)
-
-    def _write(self, p: BackfillProgress) -> None:
-        line = progress_line(p, bar=self._tty)
-        if self._tty:
-            # Pad over what the previous, longer line left behind.
-            self._stream.write("\r" + line.ljust(self._width))
-            self._width = max(self._width, len(line))
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
-
-
-def progress_line(p: BackfillProgress, *, bar: bool) -> str:
-    """``backfill 3f2a9c1e [#####.....] 120/365 done, 3 failed, 4 running, 238 left, 45.1/s,
-    ETA 5s``."""
-    filled = round(_BAR * p.done / p.total) if p.total else _BAR
-    shown = f"[{'#' * filled}{'.' * (_BAR - filled)}] " if bar else ""
-    rate = "-" if p.rate is None else f"{p.rate:.1f}/s"
-    eta = "-" if p.eta_s is None else _clock(p.eta_s)
-    return (
-        f"backfill {p.backfill_id[:8]} {shown}{p.done}/{p.total} done, {p.failed} failed, "
-        f"{p.running} running, {p.remaining} left, {rate}, ETA {eta}"
-    )
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 _EPILOG = """\
@@ -458,4 +281,4 @@ partitions in chunks of --chunk-size, one run per chunk; progress goes to stderr
 (or JSON with --json) to stdout. Exit code 1 when partitions failed or were canceled.
 """
 
-__all__ = ["backfill_dict", "progress_line", "register", "report_dict", "report_text"]
+__all__ = ["register"]

@@ -71,9 +71,7 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--keep-jobs", action="store_true", help="keep succeeded jobs in the queue's table"
     )
-    sub.add_argument(
-        "-v", "--verbose", action="store_true", help="log every job (INFO) on stderr"
-    )
+    sub.add_argument("-v", "--verbose", action="store_true", help="log every job (INFO) on stderr")
 
 
 def handle(args: argparse.Namespace) -> int:

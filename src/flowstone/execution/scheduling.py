@@ -128,27 +128,38 @@ def run_event(action: str, run: RunRecord, **details: object) -> AuditEvent:
 def _ready_children(
     tx: RunTransaction, graph: AssetGraph, done: MaterializationRecord
 ) -> list[MaterializationRecord]:
-    children = graph.dependents(done.asset)
-    if not children:
-        return []
     key = (done.asset, done.partition_key)
-    waiting: list[tuple[MaterializationRecord, list[StepKey]]] = []
-    for child in tx.materializations(children):
+    partition = decode_partition(done.partition_key)
+    ready = []
+    for child in _children_in_run(tx, graph, done.asset, partition):
         if child.status != Status.PENDING:
             continue
         deps = step_deps(graph, child.asset, decode_partition(child.partition_key))
-        if key in deps:
-            waiting.append((child, deps))
-    if not waiting:
-        return []
-    dep_assets = sorted({asset for _, deps in waiting for asset, _ in deps})
-    in_run = {(r.asset, r.partition_key): r.status for r in tx.materializations(dep_assets)}
-    # A dependency outside the run is read from the store's latest success when the step runs.
-    return [
-        child
-        for child, deps in waiting
-        if all(in_run.get(dep, Status.SUCCESS) == Status.SUCCESS for dep in deps)
-    ]
+        if key not in deps:
+            continue
+        # A dependency outside the run is read from the store's latest success when it runs.
+        others = (tx.find(*dep) for dep in deps if dep != key)
+        if all(other is None or other.status == Status.SUCCESS for other in others):
+            ready.append(child)
+    return ready
+
+
+def _children_in_run(
+    tx: RunTransaction, graph: AssetGraph, asset: str, partition: Partition
+) -> list[MaterializationRecord]:
+    """The run's steps of ``asset``'s dependents that may read ``(asset, partition)``: one
+    point lookup each, except below an unpartitioned asset, where every partition of a
+    partitioned child may."""
+    found: list[MaterializationRecord] = []
+    for child in graph.dependents(asset):
+        if partition is None and graph.get(child).partitioned_by is not None:
+            found += tx.materializations([child])
+            continue
+        child_key = encode_partition(resolve_partition(graph.get(child), partition))
+        record = tx.find(child, child_key)
+        if record is not None:
+            found.append(record)
+    return found
 
 
 def _skip_below(

@@ -95,28 +95,33 @@ class StepRunner:
         except JobRejectedError as exc:
             self._store.append_audit([_malformed_event(args, exc)])
             raise
-        step, records = self._resolve(job, job_id)
-        record = next(r for r in records if r.id == step.materialization_id)
+        step, record = self._resolve(job, job_id)
         # Each start is a new attempt: after one that died (still `running`) or that failed and
         # is retried (`pending` again, with a start time), the next number.
         previous = 0 if record.started_at is None else record.attempt
         attempt = max(job.attempt + retries, previous + 1)
-        run = self._store.get_run(job.run_id)
         if record.status not in (Status.PENDING, Status.RUNNING):
             return f"nothing to do: {job.asset} is already {record.status.value}"
-        if run is None or run.status != RunStatus.RUNNING:
-            return f"nothing to do: run {job.run_id} is {run.status.value if run else 'gone'}"
-        # Dependencies that are steps of this run are read from this run's records.
-        done = {(r.asset, r.partition_key): r for r in records if r.status == Status.SUCCESS}
-        in_run = {(r.asset, r.partition_key) for r in records}
-        deps = tuple(d for d in step_deps(self._graph, job.asset, step.partition) if d in in_run)
-        step = replace(step, deps_in_plan=deps)
+        if record.status == Status.RUNNING:
+            # A dead attempt's step (a cancel leaves running steps alone: check the run). The
+            # steps of a cancelled run that had not started are `cancelled` already.
+            run = self._store.get_run(job.run_id)
+            if run is None or run.status != RunStatus.RUNNING:
+                return f"nothing to do: run {job.run_id} is {run.status.value if run else 'gone'}"
+        # Dependencies that are steps of this run are read from this run's records (the others
+        # from the latest success in the store, as in an in-process run).
+        upstream = {}
+        for dep in step_deps(self._graph, job.asset, step.partition):
+            found = self._run_record(job.run_id, *dep)
+            if found is not None:
+                upstream[dep] = found
+        step = replace(step, deps_in_plan=tuple(upstream))
         finisher = _Finisher(self, job, queue_name)
         try:
             final = self._materializer.run(
                 step,
                 self._scope_for(job.run_id, job.io_manager),
-                {d: done[d] for d in deps if d in done},
+                {d: r for d, r in upstream.items() if r.status == Status.SUCCESS},
                 attempt=attempt,
                 on_final=finisher,
             )
@@ -141,10 +146,17 @@ class StepRunner:
         return f"{job.asset} {final.status.value} (attempt {final.attempt}); {ready} enqueued"
 
     # --- the job's step --------------------------------------------------------------------
+    def _run_record(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
+        # One indexed row, (run, asset, partition) being unique: a worker never reads a whole run.
+        found = self._store.list_materializations(
+            run_id=run_id, asset=asset, partition_key=key, limit=1
+        )
+        return found[0] if found else None
+
     def _resolve(
         self, job: queue.StepJob, job_id: int | None
-    ) -> tuple[Step, list[MaterializationRecord]]:
-        """The step and its run's records, or a rejection recorded in the store."""
+    ) -> tuple[Step, MaterializationRecord]:
+        """The step and its record, or a rejection recorded in the store."""
         try:
             asset = self._graph.get(job.asset)
         except UnknownAssetError as exc:
@@ -157,9 +169,8 @@ class StepRunner:
                 )
         except PartitionError as exc:
             raise self._reject(job, job_id, f"bad partition: {exc}") from exc
-        records = self._store.list_materializations(run_id=job.run_id, limit=None)
-        mine = [r for r in records if (r.asset, r.partition_key) == (job.asset, job.partition_key)]
-        if not mine:
+        record = self._run_record(job.run_id, job.asset, job.partition_key)
+        if record is None:
             raise self._reject(
                 job, job_id, f"run {job.run_id} has no step {job.asset!r} {job.partition_key!r}."
             )
@@ -167,20 +178,19 @@ class StepRunner:
             asset=asset,
             partition=partition,
             partition_key=job.partition_key,
-            materialization_id=mine[0].id,
-            created_at=mine[0].created_at,
+            materialization_id=record.id,
+            created_at=record.created_at,
             deps_in_plan=(),
         )
-        return step, records
+        return step, record
 
     def _reject(self, job: queue.StepJob, job_id: int | None, reason: str) -> JobRejectedError:
         """Record why a job cannot run (audit, and its step ``failed`` if it has one)."""
         error = JobRejectedError(reason, job_id=job_id, args=job.to_args())
 
         def work(tx: RunTransaction) -> bool:
-            for record in tx.materializations([job.asset]):
-                if record.partition_key != job.partition_key or record.status.is_final:
-                    continue
+            record = tx.find(job.asset, job.partition_key)
+            if record is not None and not record.status.is_final:
                 failed = replace(
                     record,
                     status=Status.FAILED,
@@ -245,9 +255,13 @@ class _Finisher:
         error: BaseException | None,
     ) -> None:
         graph = self._runner._graph
-        current = next((r for r in tx.materializations([record.asset]) if r.id == record.id), None)
-        # A fencing check: only the attempt that still owns the step records it.
-        if current is None or (current.status, current.attempt) != (Status.RUNNING, record.attempt):
+        current = tx.find(record.asset, record.partition_key)
+        # A fencing check: only the attempt that still owns the step records it (`pending`
+        # never started: this attempt's `running` write was lost in a database restart).
+        if current is None or not (
+            (current.status, current.attempt) == (Status.RUNNING, record.attempt)
+            or (current.status == Status.PENDING and current.started_at is None)
+        ):
             now = (
                 "gone" if current is None else f"{current.status.value}, attempt {current.attempt}"
             )
@@ -257,6 +271,8 @@ class _Finisher:
                 attempt=record.attempt,
                 current=f"the step is now {now}",
             )
+        # The queue acknowledges the job durably right after this commit, which flushes it too.
+        tx.commit_without_flush()
         tx.save_materialization(record, lineage=lineage, audit=audit)
         run = tx.get_run()
         policy = graph.get(record.asset).retry

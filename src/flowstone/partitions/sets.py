@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 from flowstone.errors import PartitionError
 from flowstone.partitions.definitions import PartitionsDefinition
@@ -35,7 +35,10 @@ from flowstone.partitions.encoding import (
     partition_repr,
 )
 
-__all__ = ["KeyList", "KeyRange", "PartitionSet", "decode_key"]
+__all__ = ["KeyList", "KeyRange", "PartitionChoice", "PartitionSet", "decode_key"]
+
+#: What a caller may ask for: a list of keys, "all", or nothing (then a range is given).
+PartitionChoice = Sequence[Partition] | Literal["all"] | None
 
 #: Consecutive keys stored as a range rather than listed, from this many on.
 MIN_RANGE = 3
@@ -137,6 +140,38 @@ class PartitionSet:
         """Every key the definition has now (an open-ended definition's later keys are not
         included: the set is fixed when it is made)."""
         return cls.of_range(definition)
+
+    @classmethod
+    def choose(
+        cls,
+        definition: PartitionsDefinition,
+        partitions: PartitionChoice = None,
+        start: Partition = None,
+        end: Partition = None,
+    ) -> PartitionSet:
+        """The set a caller asked for: a list of keys, ``"all"``, or a range (either end may be
+        left out), exactly one of them.
+
+        Raises:
+            PartitionError: none or several were given, or a key is not in the definition.
+        """
+        if partitions is not None and (start is not None or end is not None):
+            raise PartitionError("Give partitions=[...] or start=/end=, not both.")
+        if isinstance(partitions, str):
+            if partitions != "all":
+                raise PartitionError(
+                    "partitions= takes a list of partitions or 'all', got the string "
+                    f"{partitions!r}."
+                )
+            return cls.of_all(definition)
+        if partitions is not None:
+            return cls.of_keys(definition, partitions)
+        if start is None and end is None:
+            raise PartitionError(
+                "Say which partitions to backfill: partitions=[...], start= and/or end=, or "
+                "partitions='all' (on the command line: --partitions, --from/--to, or --all)."
+            )
+        return cls.of_range(definition, start, end)
 
     @staticmethod
     def _range(definition: PartitionsDefinition, first: int, last: int) -> KeyRange:

@@ -553,9 +553,19 @@ class RunTransaction(Protocol):
         """The run's materializations (only of ``assets`` if given), in creation order."""
         ...
 
+    def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
+        """The run's materialization of (asset, partition), or None."""
+        ...
+
     def count_unfinished(self) -> int:
         """How many of the run's materializations are not final yet (see
         :attr:`Status.is_final`)."""
+        ...
+
+    def commit_without_flush(self) -> None:
+        """Let the commit return before it is flushed to disk (PostgreSQL's asynchronous
+        commit; nothing elsewhere). Only for a transaction that a durable commit follows at
+        once, which flushes it too: a database crash in between loses both, in order."""
         ...
 
 

@@ -772,9 +772,7 @@ class MemoryStore:
                     and r.partition_key in wanted_keys
                     and (runs is None or r.run_id in runs)
                 )
-        return {
-            key for key in wanted_keys if all((asset, key) in found for asset in wanted_assets)
-        }
+        return {key for key in wanted_keys if all((asset, key) in found for asset in wanted_assets)}
 
     def _owned_backfill(self, backfill_id: str, owner: str) -> BackfillRecord | None:
         current = self._backfills.get(backfill_id)
@@ -956,6 +954,13 @@ class _MemoryRunTransaction:
             if r.run_id == self._run_id and (wanted is None or r.asset in wanted)
         ]
         return sorted(found, key=lambda r: (r.created_at, store._order[r.id]))
+
+    def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
+        found = self._store._by_run_key.get((self._run_id, asset, partition_key))
+        return None if found is None else self._store._mats[found]
+
+    def commit_without_flush(self) -> None:
+        return None  # nothing is flushed anywhere
 
     def count_unfinished(self) -> int:
         return sum(

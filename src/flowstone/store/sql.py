@@ -669,6 +669,9 @@ class SQLStore:
                     tx.execute_many(self._direct_insert_audit, [_audit_params(e) for e in audit])
             return
         with self._serial, self._engine.begin() as conn:
+            if record.status == Status.RUNNING and self._dialect == "postgresql":
+                # --- distributed execution: see _NO_FLUSH ---
+                conn.execute(_NO_FLUSH)
             if conn.execute(self._upsert_mat, _mat_params(record)).rowcount != 1:
                 raise _identity_error((record,))
             if lineage:
@@ -1912,6 +1915,18 @@ _RUN_MATS = (
 _RUN_MATS_OF = _RUN_MATS.where(
     materializations.c.asset.in_(sa.bindparam("assets", expanding=True))
 )
+#: Commit without waiting for the WAL flush (PostgreSQL's asynchronous commit), for writes that
+#: are harmless to lose in a database crash: a step's ``running`` status (lost, the step reads
+#: ``pending``, which every executor treats as not started), and a worker's final transaction,
+#: which the job queue's durable acknowledgement follows at once (its flush covers everything
+#: committed before it; a crash before it reverts both, and the stalled job is retried). A
+#: lost commit is never half-applied: PostgreSQL replays its WAL in order.
+_NO_FLUSH = sa.text("SET LOCAL synchronous_commit = off")
+_FIND_IN_RUN = sa.select(*_MAT_COLUMNS).where(
+    materializations.c.run_id == sa.bindparam("run_id"),
+    materializations.c.asset == sa.bindparam("asset"),
+    materializations.c.partition_key == sa.bindparam("partition_key"),
+)
 _COUNT_UNFINISHED = (
     sa.select(sa.func.count())
     .select_from(materializations)
@@ -1990,6 +2005,15 @@ class _SQLRunTransaction:
         if assets is not None:
             stmt, params["assets"] = _RUN_MATS_OF, list(assets)
         return [_mat_record(row) for row in self._conn.execute(stmt, params).all()]
+
+    def commit_without_flush(self) -> None:
+        if self._store._dialect == "postgresql":
+            self._conn.execute(_NO_FLUSH)
+
+    def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
+        params = {"run_id": self._run_id, "asset": asset, "partition_key": partition_key}
+        row = self._conn.execute(_FIND_IN_RUN, params).first()
+        return None if row is None else _mat_record(row)
 
     def count_unfinished(self) -> int:
         return int(self._conn.execute(_COUNT_UNFINISHED, {"run_id": self._run_id}).scalar_one())
