@@ -13,15 +13,34 @@ when first used; install them with the extras ``flowstone[parquet]``, ``[polars]
 
 from __future__ import annotations
 
-from flowstone.io.base import IOManager, StorageKey
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# --- I/O managers for real data (issue 7) ---
-from flowstone.io.duckdb import DuckDBIOManager
+from flowstone.io.base import IOManager, StorageKey
 from flowstone.io.filesystem import FilesystemIOManager
 from flowstone.io.memory import MemoryIOManager
-from flowstone.io.object_store import ObjectStoreIOManager
-from flowstone.io.parquet import ParquetIOManager
-from flowstone.io.postgres import PostgresIOManager
+
+if TYPE_CHECKING:  # for type checkers only: at run time they load on first access, below
+    from flowstone.io.duckdb import DuckDBIOManager
+    from flowstone.io.object_store import ObjectStoreIOManager
+    from flowstone.io.parquet import ParquetIOManager
+    from flowstone.io.postgres import PostgresIOManager
+
+# The managers for real data load on first access (PEP 562), so `import flowstone` does not pay
+# for modules that most pipelines never use.
+_LAZY = {
+    "DuckDBIOManager": "flowstone.io.duckdb",
+    "ObjectStoreIOManager": "flowstone.io.object_store",
+    "ParquetIOManager": "flowstone.io.parquet",
+    "PostgresIOManager": "flowstone.io.postgres",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowstone.io' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "DuckDBIOManager",
