@@ -15,6 +15,7 @@ def flowstone_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FLOWSTONE_HOME", str(home))
     monkeypatch.delenv("FLOWSTONE_DATABASE_URL", raising=False)
     monkeypatch.delenv("FLOWSTONE_PIPELINE", raising=False)
+    monkeypatch.delenv("FLOWSTONE_EXECUTOR", raising=False)  # distributed execution (issue 3)
     return home
 
 

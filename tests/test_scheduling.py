@@ -157,3 +157,19 @@ def test_malformed_arguments_are_rejected_with_the_reason(
         StepJob.from_args(args, job_id=7)
     assert reason in raised.value.reason
     assert raised.value.job_id == 7
+
+
+# --- configuration ---------------------------------------------------------------------------
+def test_the_executor_is_chosen_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowstone.execution import InProcessExecutor
+    from flowstone.execution.distributed import DistributedExecutor
+
+    monkeypatch.setenv("FLOWSTONE_EXECUTOR", "distributed")
+    monkeypatch.setenv("FLOWSTONE_QUEUE", "etl")
+    chosen = pipelines.diamond(store=MemoryStore()).executor
+    assert isinstance(chosen, DistributedExecutor) and chosen.queue == "etl"
+    monkeypatch.setenv("FLOWSTONE_EXECUTOR", "inprocess")
+    assert isinstance(pipelines.diamond(store=MemoryStore()).executor, InProcessExecutor)
+    monkeypatch.setenv("FLOWSTONE_EXECUTOR", "celery")
+    with pytest.raises(fs.DefinitionError, match="use 'inprocess'"):
+        pipelines.diamond(store=MemoryStore())
