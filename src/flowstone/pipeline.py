@@ -680,9 +680,10 @@ class Pipeline:
         record = self.store.latest_materialization(name, key, status=Status.SUCCESS)
         if record is None:
             raise NotMaterializedError(name, value)
-        manager = self._io.managers.get(record.io_manager or "") or self._io.for_asset(
-            self.graph.get(name)
-        )[1]
+        manager = (
+            self._io.managers.get(record.io_manager or "")
+            or self._io.for_asset(self.graph.get(name))[1]
+        )
         return manager.load(StorageKey(name, value, key))
 
     def status(self, *assets: str | AssetDef) -> list[MaterializationRecord]:

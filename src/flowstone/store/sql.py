@@ -1912,9 +1912,7 @@ _RUN_MATS = (
     .where(materializations.c.run_id == sa.bindparam("run_id"))
     .order_by(materializations.c.created_at, materializations.c.seq)
 )
-_RUN_MATS_OF = _RUN_MATS.where(
-    materializations.c.asset.in_(sa.bindparam("assets", expanding=True))
-)
+_RUN_MATS_OF = _RUN_MATS.where(materializations.c.asset.in_(sa.bindparam("assets", expanding=True)))
 #: Commit without waiting for the WAL flush (PostgreSQL's asynchronous commit), for writes that
 #: are harmless to lose in a database crash: a step's ``running`` status (lost, the step reads
 #: ``pending``, which every executor treats as not started), and a worker's final transaction,
