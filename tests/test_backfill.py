@@ -545,3 +545,36 @@ def _pid() -> int:
     import os
 
     return os.getpid()
+
+
+def test_pipeline_backfill_defaults_match_the_backfill_module() -> None:
+    # Pipeline.backfill spells its defaults out (importing the backfill module at import time
+    # would cost `import flowstone` its budget); they must not drift from the module's.
+    import inspect
+
+    from flowstone.backfill import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
+
+    parameters = inspect.signature(fs.Pipeline.backfill).parameters
+    assert parameters["parallel"].default == DEFAULT_PARALLEL
+    assert parameters["chunk_size"].default == DEFAULT_CHUNK_SIZE
+
+
+def test_import_flowstone_leaves_feature_modules_unloaded() -> None:
+    import subprocess
+    import sys
+
+    heavy = [
+        "flowstone.backfill",
+        "flowstone.backfill_chunks",
+        "flowstone.schedules",
+        "flowstone.resume",
+        "flowstone.approvals",
+        "sqlalchemy",
+        "alembic",
+        "procrastinate",
+        "pyarrow",
+        "pandas",
+    ]
+    code = f"import sys, flowstone; print(sorted(set({heavy!r}) & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

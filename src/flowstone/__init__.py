@@ -20,6 +20,9 @@ Declare assets as functions, put them in a :class:`Pipeline`, materialize::
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from flowstone.asset import AssetDef, asset
 from flowstone.checkpoints import Approval, ApprovalRecord, ApprovalStatus, WaitForApproval
 from flowstone.context import AssetContext
@@ -50,11 +53,25 @@ from flowstone.pipeline import Pipeline
 from flowstone.records import MaterializationRecord, RunResult, RunStatus, Status
 from flowstone.resources import Resource, resource
 from flowstone.retry import RetryPolicy  # issue 3
-from flowstone.schedules import RunRequest, SensorResult
 from flowstone.store import MemoryStore, MetadataStore
 from flowstone.telemetry import TelemetryEvent
 
 __version__ = "0.1.0.dev0"
+
+if TYPE_CHECKING:
+    from flowstone.schedules import RunRequest, SensorResult
+
+# Loaded on first access (PEP 562): only pipelines with sensors need them, and the schedules
+# package is a sizeable share of the import budget.
+_LAZY = {"RunRequest": "flowstone.schedules", "SensorResult": "flowstone.schedules"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowstone' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "Approval",

@@ -12,22 +12,10 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowstone import config
-from flowstone.approvals import ApprovalDesk
 from flowstone.asset import AssetDef
-from flowstone.backfill import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_PARALLEL,
-    Backfiller,
-    BackfillReport,
-    BackfillResult,
-    PartitionChoice,
-)
-from flowstone.backfill_materializer import ChunkMaterializer
-from flowstone.backfill_progress import ProgressCallback
-from flowstone.backfill_records import BackfillRecord
 from flowstone.checkpoints import ApprovalNotifier, ApprovalRecord, ApprovalStatus
 from flowstone.errors import (
     ApprovalError,
@@ -62,17 +50,19 @@ from flowstone.records import (
     utcnow,
 )
 from flowstone.resources import ResourceScope
-from flowstone.resume import RunResumer
-from flowstone.schedules import (
-    PartitionFn,
-    ScheduleDef,
-    SensorDef,
-    SensorFn,
-    define_schedule,
-    define_sensor,
-)
 from flowstone.store import MemoryStore, MetadataStore, open_store
 from flowstone.telemetry import Handler, Telemetry
+
+if TYPE_CHECKING:
+    # Annotations only. The feature modules (backfills, schedules, approvals' resume) load on
+    # first use, inside the methods below: most pipelines use one or none of them, and
+    # `import flowstone` must stay light (under 100 ms).
+    from flowstone.approvals import ApprovalDesk
+    from flowstone.backfill import Backfiller, BackfillReport, BackfillResult, PartitionChoice
+    from flowstone.backfill_progress import ProgressCallback
+    from flowstone.backfill_records import BackfillRecord
+    from flowstone.resume import RunResumer
+    from flowstone.schedules import PartitionFn, ScheduleDef, SensorDef, SensorFn
 
 
 class Pipeline:
@@ -347,9 +337,9 @@ class Pipeline:
         start: Partition = None,
         end: Partition = None,
         with_upstream: bool = False,
-        parallel: int = DEFAULT_PARALLEL,
+        parallel: int = 4,  # = backfill.DEFAULT_PARALLEL (a test keeps them equal)
         force: bool = False,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int = 500,  # = backfill.DEFAULT_CHUNK_SIZE
         created_by: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> BackfillResult:
@@ -469,6 +459,9 @@ class Pipeline:
         return self._get_backfiller().report(backfill_id, failures=failures)
 
     def _get_backfiller(self) -> Backfiller:
+        from flowstone.backfill import Backfiller
+        from flowstone.backfill_materializer import ChunkMaterializer
+
         store = self.store
         with self._lock:
             if self._backfiller is None or self._backfiller.store is not store:
@@ -544,6 +537,8 @@ class Pipeline:
         targets = [self.graph.get(a.name if isinstance(a, AssetDef) else a).name for a in items]
         if name in self._schedules:
             raise ScheduleDefinitionError(name, "a schedule with this name is already declared")
+        from flowstone.schedules import define_schedule
+
         definition = define_schedule(
             name,
             targets,
@@ -586,6 +581,8 @@ class Pipeline:
         def register(function: SensorFn) -> SensorDef:
             if name in self._sensors:
                 raise ScheduleDefinitionError(name, "a sensor with this name is already declared")
+            from flowstone.schedules import define_sensor
+
             definition = define_sensor(name, function, interval=interval)
             self._sensors[name] = definition
             return definition
@@ -968,6 +965,8 @@ class Pipeline:
         return keys
 
     def _approval_desk(self) -> ApprovalDesk:
+        from flowstone.approvals import ApprovalDesk
+
         return ApprovalDesk(
             self.graph,
             self.store,
@@ -977,6 +976,8 @@ class Pipeline:
         )
 
     def _resumer(self) -> RunResumer:
+        from flowstone.resume import RunResumer
+
         return RunResumer(
             self.graph,
             self.store,
