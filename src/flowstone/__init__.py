@@ -53,17 +53,22 @@ from flowstone.pipeline import Pipeline
 from flowstone.records import MaterializationRecord, RunResult, RunStatus, Status
 from flowstone.resources import Resource, resource
 from flowstone.retry import RetryPolicy  # issue 3
-from flowstone.store import MemoryStore, MetadataStore
+from flowstone.store import MetadataStore
 from flowstone.telemetry import TelemetryEvent
 
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
     from flowstone.schedules import RunRequest, SensorResult
+    from flowstone.store.memory import MemoryStore
 
-# Loaded on first access (PEP 562): only pipelines with sensors need them, and the schedules
-# package is a sizeable share of the import budget.
-_LAZY = {"RunRequest": "flowstone.schedules", "SensorResult": "flowstone.schedules"}
+# Loaded on first access (PEP 562): few processes need them, and their modules are a sizeable
+# share of the import budget.
+_LAZY = {
+    "MemoryStore": "flowstone.store.memory",
+    "RunRequest": "flowstone.schedules",
+    "SensorResult": "flowstone.schedules",
+}
 
 
 def __getattr__(name: str) -> Any:

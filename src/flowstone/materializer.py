@@ -477,6 +477,8 @@ class Materializer:
 def _parameter_types(fn: Any) -> dict[str, Any]:
     """``fn``'s resolved annotations; empty when they cannot be resolved (a name imported only
     under ``TYPE_CHECKING``): the I/O manager then loads the type it stored."""
+    if not getattr(fn, "__annotations__", None):
+        return {}  # nothing to resolve; get_type_hints costs tens of microseconds per asset
     import typing
 
     try:

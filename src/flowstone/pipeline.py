@@ -50,7 +50,7 @@ from flowstone.records import (
     utcnow,
 )
 from flowstone.resources import ResourceScope
-from flowstone.store import MemoryStore, MetadataStore, open_store
+from flowstone.store import MetadataStore, open_store
 from flowstone.telemetry import Handler, Telemetry
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Pipeline:
             # Resolved now, not at first use, so metadata and values cannot land in different
             # homes when the working directory or the environment changes in between.
             store = self._store_spec = config.database_url()
-        in_memory = store in ("memory", "memory://") or isinstance(store, MemoryStore)
+        in_memory = store in ("memory", "memory://") or _is_memory_store(store)
         managers: dict[str, IOManager] = {
             "filesystem": FilesystemIOManager(config.storage_dir().absolute()),
             "memory": MemoryIOManager(),
@@ -1027,6 +1027,14 @@ class Pipeline:
     def asset_names(self) -> Sequence[str]:
         """Every asset name, in topological order."""
         return self.graph.topological_order()
+
+
+def _is_memory_store(store: object) -> bool:
+    if isinstance(store, str):
+        return False
+    from flowstone.store.memory import MemoryStore  # only when a store object is passed
+
+    return isinstance(store, MemoryStore)
 
 
 def _name(asset: str | AssetDef) -> str:

@@ -13,14 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from flowstone.backfill_records import (
-    BackfillPartition,
-    BackfillRecord,
-    BackfillStatus,
-    PartitionOutcome,
-)
 from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.errors import StoreError
 from flowstone.records import (
@@ -31,14 +25,22 @@ from flowstone.records import (
     RunRecord,
     Status,
 )
-from flowstone.schedule_records import (
-    ScheduleRecord,
-    SensorRecord,
-    TickKind,
-    TickLaunch,
-    TickRecord,
-    TickRun,
-)
+
+if TYPE_CHECKING:  # annotations only: these records load with the features that use them
+    from flowstone.backfill_records import (
+        BackfillPartition,
+        BackfillRecord,
+        BackfillStatus,
+        PartitionOutcome,
+    )
+    from flowstone.schedule_records import (
+        ScheduleRecord,
+        SensorRecord,
+        TickKind,
+        TickLaunch,
+        TickRecord,
+        TickRun,
+    )
 
 #: Lineage queries never walk further than this, whatever depth is asked for.
 MAX_LINEAGE_DEPTH = 100
