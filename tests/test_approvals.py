@@ -699,3 +699,31 @@ def test_a_request_with_context_that_is_not_json_fails_the_asset_clearly() -> No
 def test_requests_are_checked_when_made(make: Any, message: str) -> None:
     with pytest.raises(ApprovalError, match=message):
         make()
+
+
+def test_an_asset_that_asks_again_after_approval_keeps_its_downstream_pending(
+    store: MetadataStore,
+) -> None:
+    asked = {"n": 0}
+
+    @fs.asset
+    def gate(ctx):
+        asked["n"] += 1
+        if asked["n"] < 3:  # two stages of sign-off
+            return fs.WaitForApproval(f"stage {asked['n']}")
+        return 1
+
+    @fs.asset
+    def below(gate):
+        return gate + 1
+
+    pipeline = fs.Pipeline([gate, below], store=store)
+    run = pipeline.materialize_all("below")
+    for _ in range(2):
+        [request] = [a for a in pipeline.approvals() if a.status == "pending"]
+        pipeline.approve(request.id, by="ana")
+        statuses = {r.asset: r.status for r in store.list_materializations(run_id=run.run_id)}
+        # Never `running` between stages: the step below was not claimed too early.
+        assert statuses["below"] in (Status.PENDING, Status.SUCCESS)
+    assert statuses == {"gate": Status.SUCCESS, "below": Status.SUCCESS}
+    assert pipeline.load("below") == 2

@@ -199,24 +199,18 @@ class RunResumer:
                     planned[key] = self._step(record, (), approval)
             elif record.status == Status.PENDING:
                 step = self._step(record, by_key)
-                deps = step.deps_in_plan
-                if all(by_key[d].status == Status.SUCCESS or d in planned for d in deps):
-                    in_plan = tuple(d for d in deps if d in planned)
-                    planned[key] = replace(step, deps_in_plan=in_plan)
+                # Only steps whose inputs already succeeded: a step below one planned now is
+                # claimed on the next pass, once that one ended. Claiming it now would leave it
+                # `running` for good if the one above asked for approval again.
+                if all(by_key[d].status == Status.SUCCESS for d in step.deps_in_plan):
+                    planned[key] = replace(step, deps_in_plan=())
         if not planned:
             return None
         ids = [s.materialization_id for s in planned.values()]
         won = set(self._store.claim_materializations(ids))
-        steps: dict[StepKey, Step] = {}
-        for key, step in planned.items():
-            if step.materialization_id not in won:
-                continue  # another process runs it
-            if all(d in steps for d in step.deps_in_plan):
-                steps[key] = step
-            else:
-                # A dependency went to another process: hand the step back, still pending.
-                self._store.save_materialization(by_key[key])
-        return replace(_plan_of(run), steps=tuple(steps.values())) if steps else None
+        # Steps another process claimed first are its to run.
+        steps = tuple(step for step in planned.values() if step.materialization_id in won)
+        return replace(_plan_of(run), steps=steps) if steps else None
 
 
 def _plan_of(run: RunRecord) -> RunPlan:
