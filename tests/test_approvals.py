@@ -727,3 +727,28 @@ def test_an_asset_that_asks_again_after_approval_keeps_its_downstream_pending(
         assert statuses["below"] in (Status.PENDING, Status.SUCCESS)
     assert statuses == {"gate": Status.SUCCESS, "below": Status.SUCCESS}
     assert pipeline.load("below") == 2
+
+
+def test_a_distributed_pipeline_refuses_decisions_before_recording_them() -> None:
+    from flowstone.errors import DistributedSetupError
+    from flowstone.store.memory import MemoryStore
+
+    @fs.asset
+    def gate(ctx):
+        return 1 if ctx.approval else fs.WaitForApproval("ok?")
+
+    @fs.asset
+    def below(gate):
+        return gate
+
+    store = MemoryStore()
+    run = fs.Pipeline([gate, below], store=store).materialize_all("below")
+    distributed = fs.Pipeline([gate, below], store=store, executor=fs.DistributedExecutor())
+    [request] = store.list_approvals(limit=None)
+    with pytest.raises(DistributedSetupError, match="request stays pending"):
+        distributed.approve(request.id, by="ana")
+    with pytest.raises(DistributedSetupError):
+        distributed.expire_approvals()
+    assert [a.status for a in store.list_approvals(limit=None)] == [ApprovalStatus.PENDING]
+    statuses = {r.asset: r.status for r in store.list_materializations(run_id=run.run_id)}
+    assert statuses == {"gate": Status.WAITING_APPROVAL, "below": Status.PENDING}

@@ -526,3 +526,15 @@ def test_the_scheduler_expires_approvals_past_their_timeout(tmp_path: Path) -> N
     assert expired.id == request.id
     assert pipeline.history("publish")[0].status == Status.FAILED
     pipeline.close()
+
+
+def test_the_scheduler_refuses_a_distributed_pipeline(tmp_path: Path) -> None:
+    from flowstone.errors import DistributedSetupError
+
+    @fs.asset
+    def a():
+        return 1
+
+    pipeline = fs.Pipeline([a], store="memory", executor=fs.DistributedExecutor())
+    with pytest.raises(DistributedSetupError, match="in-process executor"):
+        Scheduler(pipeline)

@@ -834,6 +834,7 @@ class Pipeline:
             run = pipeline.approve(request.id, by="ana", input={"channel": "web"})
             assert run.get("publish", request.partition_key).status == "success"
         """
+        self._refuse_distributed_decisions()
         return self._approval_desk().decide(
             approval_id, ApprovalStatus.APPROVED, by=by, reason=reason, input=input
         )
@@ -849,6 +850,7 @@ class Pipeline:
 
             pipeline.reject(request.id, by="ana", reason="totals look wrong")
         """
+        self._refuse_distributed_decisions()
         return self._approval_desk().decide(
             approval_id, ApprovalStatus.REJECTED, by=by, reason=reason
         )
@@ -882,6 +884,7 @@ class Pipeline:
                 "publish", between=(dt.date(2025, 1, 1), dt.date(2025, 1, 30)), by="ana"
             )
         """
+        self._refuse_distributed_decisions()
         return self._approval_desk().decide_all(
             ApprovalStatus.APPROVED,
             by=by,
@@ -903,6 +906,7 @@ class Pipeline:
         run_id: str | None = None,
     ) -> list[ApprovalRecord]:
         """Reject every pending request that matches (see :meth:`approve_all`)."""
+        self._refuse_distributed_decisions()
         return self._approval_desk().decide_all(
             ApprovalStatus.REJECTED,
             by=by,
@@ -922,6 +926,7 @@ class Pipeline:
         Returns:
             The requests it expired.
         """
+        self._refuse_distributed_decisions()
         return self._approval_desk().expire_due(now)
 
     def resume_run(self, run_id: str) -> RunResult:
@@ -936,6 +941,7 @@ class Pipeline:
 
             pipeline.resume_run("3f2a9c1e5d0b4a7e9c8f6a2b1d3e5f70")
         """
+        self._refuse_distributed_decisions()
         return self._resumer().advance(run_id, decided=True)
 
     def _approval_keys(
@@ -963,6 +969,17 @@ class Pipeline:
             found = definition.partitioned_by.keys_between(start, end)
             keys.update(encode_partition(key) for key in found)
         return keys
+
+    def _refuse_distributed_decisions(self) -> None:
+        # A decision resumes the run through this process's executor; the distributed
+        # executor cannot resume yet, and refusing before anything is recorded keeps the
+        # request pending and the run's steps as they are.
+        if isinstance(self._executor, DistributedExecutor):
+            raise DistributedSetupError(
+                "Approval decisions cannot resume runs on the distributed executor yet: the "
+                "request stays pending and the run unchanged. Decide it from a pipeline that "
+                "uses the in-process executor (unset FLOWSTONE_EXECUTOR) on the same store."
+            )
 
     def _approval_desk(self) -> ApprovalDesk:
         from flowstone.approvals import ApprovalDesk

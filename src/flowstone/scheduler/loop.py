@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from flowstone.errors import DistributedSetupError
+from flowstone.execution.distributed import DistributedExecutor
 from flowstone.pipeline import Pipeline
 from flowstone.records import AuditEvent, RunResult, utcnow
 from flowstone.schedule_records import SensorRecord
@@ -68,6 +70,13 @@ class Scheduler:
         recovery_grace: float = 60.0,
         max_concurrent_runs: int = 4,
     ) -> None:
+        if isinstance(pipeline.executor, DistributedExecutor):
+            # Its runs would be recorded but never enqueued: refuse before any tick is taken.
+            raise DistributedSetupError(
+                "The scheduler launches runs in this process and cannot hand them to the "
+                "distributed executor yet; run it with a pipeline on the in-process executor "
+                "(unset FLOWSTONE_EXECUTOR) over the same store."
+            )
         if poll_interval <= 0 or recovery_grace <= 0 or max_concurrent_runs < 1:
             raise ValueError(
                 "poll_interval and recovery_grace must be positive, max_concurrent_runs >= 1"
