@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 import flowstone
+from cli_harness import Cli, make_cli
 from flowstone.checkpoints import ApprovalStatus
-from flowstone.cli import main
 from flowstone.records import utcnow
 
 TESTS = Path(__file__).parent
@@ -43,25 +43,9 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             del sys.modules[name]
 
 
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    def run(*argv: str) -> Result:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
+    return make_cli(capsys)
 
 
 def ask(cli: Cli, *days: int) -> list[dict[str, Any]]:

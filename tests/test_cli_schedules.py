@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flowstone.cli import main
+from cli_harness import Cli, make_cli
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "cli_fixtures"
@@ -36,25 +35,10 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             del sys.modules[name]
 
 
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    def run(*argv: str) -> Result:
-        code = main(["-p", SCHEDULED, *argv])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
+    run = make_cli(capsys)
+    return lambda *argv: run("-p", SCHEDULED, *argv)
 
 
 def test_help_lists_the_new_commands(cli: Cli) -> None:
