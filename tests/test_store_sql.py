@@ -432,3 +432,29 @@ def test_sqlalchemy_and_direct_writes_store_identical_rows(
     with sqlite3.connect(sqlite_store.engine.url.database or "") as raw:
         texts = {row[0] for row in raw.execute("SELECT created_at FROM flowstone_materializations")}
     assert len(texts) == 1, texts
+
+
+def test_threads_opening_a_new_file_at_once_never_see_locked(tmp_path: Path) -> None:
+    # On a new file, connections switching it to WAL at the same moment can get "database is
+    # locked" without SQLite waiting; the store must wait that out. The race is rare per try
+    # (a few percent), so it is tried many times.
+    for attempt in range(30):
+        url = f"sqlite:///{tmp_path / f'fresh{attempt}.db'}"
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def open_store_now(url: str = url, barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait()
+                store = SQLStore(url)
+                store.list_runs()
+                store.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store_now) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [], errors

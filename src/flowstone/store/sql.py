@@ -23,7 +23,9 @@ call is one ``engine.begin()``, and an upsert never reads first.
 from __future__ import annotations
 
 import functools
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
@@ -184,7 +186,7 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
         try:
             # busy_timeout first, so that switching to WAL waits for other connections too.
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor, busy_timeout_ms)
             # Safe with WAL (a crash can lose the last commits, never corrupt), and commits
             # need no fsync.
             cursor.execute("PRAGMA synchronous = NORMAL")
@@ -199,6 +201,26 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
     # migrations, a user's own) is thus a write transaction; the store reads through a
     # second engine on the same pool whose dialect emits nothing (see _reader).
     engine.dialect.do_begin = _begin_immediate  # type: ignore[method-assign]
+
+
+def _switch_to_wal(cursor: Any, busy_timeout_ms: int) -> None:
+    """Put the database in WAL mode, waiting out other connections doing the same.
+
+    On a new file two connections switching at once can get "database is locked" straight
+    away: SQLite skips the busy handler where waiting could deadlock. Retrying with a short
+    backoff, bounded by the busy timeout, turns that race into a wait.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 def _begin_immediate(dbapi_connection: Any) -> None:
