@@ -443,7 +443,11 @@ def test_threads_opening_a_new_file_at_once_never_see_locked(tmp_path: Path) -> 
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def open_store_now(url: str = url, barrier: threading.Barrier = barrier) -> None:
+        def open_store_now(
+            url: str = url,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
             try:
                 barrier.wait()
                 store = SQLStore(url)
