@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from cli_harness import Cli, Result
 from flowstone.backfill_progress import BackfillProgress
 from flowstone.cli import main
 from flowstone.cli.backfill_output import Progress, progress_line
-from test_cli import DAILY, Cli, Result, cli, cli_env  # noqa: F401 (fixtures)
+from test_cli import DAILY, cli, cli_env  # noqa: F401 (fixtures)
 
 FLAKY = "cli_fixtures.daily_flaky:pipeline"
 
