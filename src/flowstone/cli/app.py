@@ -23,6 +23,8 @@ from flowstone import config
 from flowstone.cli import approvals, backfill, output, schedules
 from flowstone.cli import runs as runs_cli  # --- distributed execution ---
 from flowstone.cli import worker as worker_cli  # --- distributed execution ---
+from flowstone.cli.commands import Handler
+from flowstone.cli.commands import add_command as _add_command
 from flowstone.cli.loading import (
     PIPELINE_ENV,
     PipelineLoadError,
@@ -56,7 +58,6 @@ exit codes:
   3  environment problem: the pipeline cannot be located or imported, or the metadata
      store cannot be opened"""
 
-Handler = Callable[[argparse.Namespace], int]
 _T = TypeVar("_T")
 
 
@@ -195,28 +196,6 @@ def _global_options() -> argparse.ArgumentParser:
         help="show tracebacks and debug logs",
     )
     return common
-
-
-def _add_command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    handler: Handler | None,
-    help_text: str,
-    epilog: str,
-    *,
-    common: argparse.ArgumentParser,
-) -> argparse.ArgumentParser:
-    sub = commands.add_parser(
-        name,
-        help=help_text,
-        description=help_text[0].upper() + help_text[1:] + ".",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
-    )
-    if handler is not None:
-        sub.set_defaults(handler=handler)
-    return sub
 
 
 def _materialize_arguments(sub: argparse.ArgumentParser) -> None:

@@ -15,21 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
 from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.cli import output
 from flowstone.cli.approval_views import approval_dict, approval_table, approval_text
+from flowstone.cli.commands import Commands, Handler, add_command
 from flowstone.cli.loading import find_spec, load_pipeline
 from flowstone.errors import ApprovalNotFoundError, PartitionError
 from flowstone.partitions import Partition
 from flowstone.pipeline import Pipeline
 from flowstone.records import RunResult, RunStatus
-
-Handler = Callable[[argparse.Namespace], int]
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # The exit codes of flowstone.cli.app (which imports this module, so they are not imported).
 _OK, _FAILED, _USAGE = 0, 1, 2
@@ -87,17 +85,14 @@ def _add(
     help_text: str,
     common: argparse.ArgumentParser,
 ) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
+    return add_command(
+        commands,
         name,
-        help=help_text,
-        description=help_text[0].upper() + help_text[1:] + ".",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        None if handler is None else _usage_errors(handler),
+        help_text,
+        _EPILOG,
+        common=common,
     )
-    if handler is not None:
-        parser.set_defaults(handler=_usage_errors(handler))
-    return parser
 
 
 def _decision_arguments(parser: argparse.ArgumentParser, *, reason_required: bool) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
 from flowstone.backfill import BackfillResult
 from flowstone.backfill_records import (
@@ -29,13 +29,11 @@ from flowstone.cli.backfill_output import (
     report_text,
     summary_table,
 )
+from flowstone.cli.commands import Commands, Handler, add_command
 from flowstone.cli.loading import find_spec, load_pipeline
 from flowstone.errors import PartitionError, UnknownBackfillError
 from flowstone.partitions import PartitionsDefinition
 from flowstone.pipeline import Pipeline
-
-Handler = Callable[[argparse.Namespace], int]
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # The exit codes of flowstone.cli.app (which imports this module, so they are not imported).
 _OK, _FAILED, _USAGE = 0, 1, 2
@@ -74,17 +72,14 @@ def _add(
     help_text: str,
     common: argparse.ArgumentParser,
 ) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
+    return add_command(
+        commands,
         name,
-        help=help_text,
-        description=help_text[0].upper() + help_text[1:] + ".",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        None if handler is None else handler,
+        help_text,
+        _EPILOG,
+        common=common,
     )
-    if handler is not None:
-        parser.set_defaults(handler=handler)
-    return parser
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:

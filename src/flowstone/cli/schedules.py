@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TypeAlias
 
 from flowstone.cli import output
 from flowstone.cli import schedule_output as show
+from flowstone.cli.commands import Commands
+from flowstone.cli.commands import add_command as _add
 from flowstone.cli.loading import find_spec, load_pipeline
 from flowstone.errors import FlowStoneError, ScheduleDefinitionError, UnknownScheduleError
 from flowstone.pipeline import Pipeline
@@ -28,9 +29,6 @@ from flowstone.schedule_records import (
 from flowstone.scheduler import Scheduler
 from flowstone.schedules import BUILTIN_PARTITIONS, define_schedule
 from flowstone.schedules.cron import NONEXISTENT_POLICIES, REPEATED_POLICIES
-
-Handler = Callable[[argparse.Namespace], int]
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def register(commands: Commands, common: argparse.ArgumentParser) -> None:
@@ -90,28 +88,6 @@ def register(commands: Commands, common: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--max-concurrent-runs", type=int, default=4, metavar="N", help="runs executed at once"
     )
-
-
-def _add(
-    commands: Commands,
-    name: str,
-    handler: Handler | None,
-    help_text: str,
-    epilog: str,
-    *,
-    common: argparse.ArgumentParser,
-) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
-        name,
-        help=help_text,
-        description=help_text[0].upper() + help_text[1:] + ".",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
-    )
-    if handler is not None:
-        parser.set_defaults(handler=handler)
-    return parser
 
 
 def _json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

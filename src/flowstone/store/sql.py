@@ -614,6 +614,12 @@ class SQLStore:
     def __repr__(self) -> str:
         return f"SQLStore({self.url!r})"
 
+    def _write_audit(self, conn: sa.Connection, audit: Sequence[AuditEvent]) -> None:
+        """Append ``audit`` in the caller's transaction (events belong with the write that
+        caused them)."""
+        if audit:
+            conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+
     # --- runs ------------------------------------------------------------------------------
     @_wraps_errors("create the run")
     def create_run(
@@ -644,8 +650,7 @@ class SQLStore:
                     saved = len(conn.execute(self._upsert_mat_returning, params).all())
                 if saved != len(materializations):
                     raise _identity_error(materializations)
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
 
     @_wraps_errors("update the run")
     def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
@@ -657,8 +662,7 @@ class SQLStore:
             return
         with self._serial, self._engine.begin() as conn:
             conn.execute(self._update_run, _run_params(run))
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
 
     @_wraps_errors("read the run")
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -698,8 +702,7 @@ class SQLStore:
                 raise _identity_error((record,))
             if lineage:
                 conn.execute(self._insert_edge, [_edge_params(e) for e in lineage])
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
 
     @_wraps_errors("read the materialization")
     def get_materialization(self, materialization_id: str) -> MaterializationRecord | None:
@@ -842,8 +845,7 @@ class SQLStore:
     def save_schedule(self, schedule: ScheduleRecord, audit: Sequence[AuditEvent] = ()) -> None:
         with self._serial, self._engine.begin() as conn:
             conn.execute(self._upsert_schedule, _schedule_params(schedule))
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
 
     @_wraps_errors("read the schedule")
     def get_schedule(self, name: str) -> ScheduleRecord | None:
@@ -875,8 +877,7 @@ class SQLStore:
         with self._serial, self._engine.begin() as conn:
             if conn.execute(sa.update(t).where(t.c.name == name).values(values)).rowcount != 1:
                 return False
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
         return True
 
     @_wraps_errors("delete the schedule")
@@ -885,8 +886,7 @@ class SQLStore:
         with self._serial, self._engine.begin() as conn:
             if conn.execute(sa.delete(t).where(t.c.name == name)).rowcount != 1:
                 return False
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
         return True
 
     @_wraps_errors("record the schedule's tick")
@@ -905,8 +905,7 @@ class SQLStore:
                     .where(t.c.name == tick.name)
                     .values(cursor=_later_cursor(t.c.cursor, tick.tick_time))
                 )
-                if audit:
-                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+                self._write_audit(conn, audit)
         except _TickTaken:
             return False
         return True
@@ -915,8 +914,7 @@ class SQLStore:
     def save_sensor(self, sensor: SensorRecord, audit: Sequence[AuditEvent] = ()) -> None:
         with self._serial, self._engine.begin() as conn:
             conn.execute(self._upsert_sensor, _sensor_params(sensor))
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
 
     @_wraps_errors("read the sensor")
     def get_sensor(self, name: str) -> SensorRecord | None:
@@ -939,8 +937,7 @@ class SQLStore:
         with self._serial, self._engine.begin() as conn:
             if conn.execute(stmt).rowcount != 1:
                 return False
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
         return True
 
     @_wraps_errors("record the sensor's tick")
@@ -970,8 +967,7 @@ class SQLStore:
                     raise _TickTaken
                 if tick is not None:
                     self._insert_tick_with_runs(conn, tick, launches)
-                if audit:
-                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+                self._write_audit(conn, audit)
         except _TickTaken:
             return False
         return True
@@ -1108,8 +1104,7 @@ class SQLStore:
             if conn.execute(self._upsert_mat, _mat_params(materialization)).rowcount != 1:
                 raise _identity_error((materialization,))
             conn.execute(approvals_table.insert(), _approval_params(approval))
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
 
     @_wraps_errors("read the approval request")
     def get_approval(self, approval_id: str) -> ApprovalRecord | None:
@@ -1185,8 +1180,7 @@ class SQLStore:
                 and conn.execute(self._upsert_mat, _mat_params(materialization)).rowcount != 1
             ):
                 raise _identity_error((materialization,))
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
         return True
 
     @_wraps_errors("claim materializations")
@@ -1217,8 +1211,7 @@ class SQLStore:
         try:
             with self._serial, self._engine.begin() as conn:
                 conn.execute(insert)
-                if audit:
-                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+                self._write_audit(conn, audit)
         except sa.exc.IntegrityError as exc:
             raise StoreError(
                 f"Could not create backfill {backfill.id}: a backfill with this id exists."
@@ -1365,8 +1358,7 @@ class SQLStore:
                         saved = len(conn.execute(self._upsert_mat_returning, params).all())
                     if saved != len(materializations):
                         raise _identity_error(materializations)
-                if audit:
-                    conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+                self._write_audit(conn, audit)
         except sa.exc.IntegrityError as exc:
             raise StoreError(
                 f"Could not create run {run.id} of backfill {backfill_id}: there is no such "
@@ -1471,8 +1463,7 @@ class SQLStore:
         with self._serial, self._engine.begin() as conn:
             if conn.execute(stmt).rowcount != 1:
                 return None
-            if audit:
-                conn.execute(self._insert_audit, [_audit_params(e) for e in audit])
+            self._write_audit(conn, audit)
             return _select_backfill(conn, backfill_id)
 
     # --- run transactions (distributed execution) ------------------------------------------
