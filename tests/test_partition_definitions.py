@@ -899,4 +899,10 @@ def test_public_names() -> None:
         "MonthlyPartitions",
         "MultiPartitions",
         "TimeWindowPartitions",
+        "PartitionMapping",
+        "IdentityMapping",
+        "AllPartitions",
+        "LastPartitions",
+        "TimeWindowMapping",
+        "DimensionMapping",
     }

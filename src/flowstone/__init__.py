@@ -41,12 +41,17 @@ from flowstone.errors import (
 from flowstone.execution.distributed import DistributedExecutor  # issue 3
 from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, StorageKey
 from flowstone.partitions import (
+    AllPartitions,
     DailyPartitions,
+    DimensionMapping,
     HourlyPartitions,
+    IdentityMapping,
+    LastPartitions,
     MonthlyPartitions,
     MultiPartitions,
     PartitionsDefinition,
     StaticPartitions,
+    TimeWindowMapping,
     WeeklyPartitions,
 )
 from flowstone.pipeline import Pipeline
@@ -79,6 +84,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AllPartitions",
     "Approval",
     "ApprovalAlreadyDecidedError",
     "ApprovalError",
@@ -89,11 +95,14 @@ __all__ = [
     "CycleError",
     "DailyPartitions",
     "DefinitionError",
+    "DimensionMapping",
     "DistributedExecutor",
     "FilesystemIOManager",
     "FlowStoneError",
     "HourlyPartitions",
     "IOManager",
+    "IdentityMapping",
+    "LastPartitions",
     "MaterializationError",
     "MaterializationRecord",
     "MemoryIOManager",
@@ -116,6 +125,7 @@ __all__ = [
     "StorageKey",
     "StoreError",
     "TelemetryEvent",
+    "TimeWindowMapping",
     "UnknownAssetError",
     "WaitForApproval",
     "WeeklyPartitions",

@@ -24,7 +24,7 @@ from typing import Any, overload
 
 from flowstone.checkpoints import Approval
 from flowstone.errors import DefinitionError
-from flowstone.partitions import PartitionsDefinition
+from flowstone.partitions import PartitionMapping, PartitionsDefinition
 from flowstone.retry import RetryPolicy
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -48,6 +48,9 @@ class AssetDef:
         io_manager: Name of the I/O manager that stores this asset's values (``None``: the
             pipeline's default).
         partitioned_by: The asset's partitions, or ``None`` for an unpartitioned asset.
+        partition_mappings: For upstream names, which of their partitions each partition of
+            this asset reads (the others read the same partition, see
+            :mod:`flowstone.partitions.mappings`).
         tags: Free-form string labels.
         metadata: Free-form JSON-compatible data about the asset.
         code_version: The version of the asset's code, recorded on each materialization.
@@ -64,6 +67,7 @@ class AssetDef:
     requires: frozenset[str] = frozenset()
     io_manager: str | None = None
     partitioned_by: PartitionsDefinition | None = None
+    partition_mappings: Mapping[str, PartitionMapping] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     code_version: str | None = None
@@ -90,6 +94,7 @@ def asset(
     requires: Iterable[str] = (),
     io_manager: str | None = None,
     partitioned_by: PartitionsDefinition | None = None,
+    partition_mappings: Mapping[str, PartitionMapping] | None = None,
     tags: Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     code_version: str | None = None,
@@ -108,6 +113,7 @@ def asset(
     requires: Iterable[str] = (),
     io_manager: str | None = None,
     partitioned_by: PartitionsDefinition | None = None,
+    partition_mappings: Mapping[str, PartitionMapping] | None = None,
     tags: Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     code_version: str | None = None,
@@ -131,6 +137,11 @@ def asset(
         requires: Resource names the asset needs (``ctx.resources[name]``).
         io_manager: The name of the pipeline I/O manager that stores this asset's values.
         partitioned_by: The asset's partitions (e.g. ``DailyPartitions(start="2025-01-01")``).
+        partition_mappings: Upstream name to :class:`~flowstone.partitions.PartitionMapping`:
+            which upstream partitions each partition of this asset reads when it is not the
+            same partition (``{"hourly": fs.TimeWindowMapping()}``, ``{"daily":
+            fs.LastPartitions(7)}``). Such an input receives a dict of partition to value
+            when a partition reads several.
         tags: String labels, e.g. ``{"team": "finance"}``.
         metadata: JSON-compatible data about the asset.
         code_version: Recorded on every materialization, to tell runs of old code apart.
@@ -157,6 +168,12 @@ def asset(
                     f"Asset {name or getattr(func, '__name__', '?')!r}: {what} takes a list of "
                     f"names, got the string {given!r}; write {what}=[{given!r}]."
                 )
+        if partition_mappings is not None and not isinstance(partition_mappings, Mapping):
+            raise DefinitionError(
+                f"Asset {name or getattr(func, '__name__', '?')!r}: partition_mappings takes a "
+                "dict of upstream name to mapping, e.g. {'events': fs.TimeWindowMapping()}, got "
+                f"{type(partition_mappings).__name__}."
+            )
         return _build(
             func,
             name=name,
@@ -165,6 +182,7 @@ def asset(
             requires=frozenset(requires),
             io_manager=io_manager,
             partitioned_by=partitioned_by,
+            partition_mappings=dict(partition_mappings or {}),
             tags=dict(tags or {}),
             metadata=dict(metadata or {}),
             code_version=code_version,
@@ -187,6 +205,7 @@ def _build(
     io_manager: str | None,
     partitioned_by: PartitionsDefinition | None,
     tags: dict[str, str],
+    partition_mappings: dict[str, PartitionMapping] | None = None,
     metadata: dict[str, Any],
     code_version: str | None,
     approval: Approval | None = None,
@@ -228,6 +247,18 @@ def _build(
         raise DefinitionError(f"Asset {asset_name!r} lists a dependency twice: {list(deps)}.")
     if asset_name in deps:
         raise DefinitionError(f"Asset {asset_name!r} depends on itself.")
+    mappings = partition_mappings or {}
+    for dep, mapping in mappings.items():
+        if dep not in deps:
+            raise DefinitionError(
+                f"Asset {asset_name!r} has a partition mapping for {dep!r}, which is not one of "
+                f"its dependencies {list(deps)}. Take it as a parameter or list it in depends_on."
+            )
+        if not isinstance(mapping, PartitionMapping):
+            raise DefinitionError(
+                f"Asset {asset_name!r}: the partition mapping for {dep!r} must be a "
+                f"PartitionMapping such as fs.TimeWindowMapping(), got {type(mapping).__name__}."
+            )
     doc = inspect.getdoc(func)
     return AssetDef(
         name=asset_name,
@@ -239,6 +270,7 @@ def _build(
         requires=requires,
         io_manager=io_manager,
         partitioned_by=partitioned_by,
+        partition_mappings=mappings,
         tags=tags,
         metadata=metadata,
         code_version=code_version,

@@ -134,16 +134,41 @@ class AssetExecutionError(MaterializationError):
 class MissingUpstreamError(MaterializationError):
     """An upstream value is not materialized."""
 
-    def __init__(self, asset: str, partition: object, upstream: str) -> None:
+    def __init__(
+        self,
+        asset: str,
+        partition: object,
+        upstream: str,
+        *,
+        missing: Sequence[str] = (),
+        read: bool = False,
+    ) -> None:
         self.upstream = upstream
-        super().__init__(
-            f"Asset {asset!r} needs {upstream!r}"
-            + ("" if partition is None else f" for partition {partition!r}")
-            + ", which has no successful materialization. Materialize it first, or run with "
-            "upstream assets (materialize_all / `flowstone materialize --with-deps`).",
-            asset=asset,
-            partition=partition,
-        )
+        #: The upstream partitions without a successful materialization, as displayed.
+        self.missing = tuple(missing)
+        needs = f"Asset {asset!r} needs {upstream!r}"
+        at = self.missing[0] if len(self.missing) == 1 and not read else None
+        if at is not None and partition is None:
+            needs += f" partition {at}"
+        if partition is not None:
+            needs += f" for partition {partition!r}"
+        if read:
+            # A mapping reads several upstream partitions: say which are missing.
+            shown = ", ".join(str(p) for p in self.missing[:5])
+            more = f" and {len(self.missing) - 5} more" if len(self.missing) > 5 else ""
+            what = (
+                f", but {len(self.missing)} of the {upstream!r} partitions it reads have no "
+                f"successful materialization: {shown}{more}. Materialize them first (or pass "
+                "allow_missing=True to the partition mapping to read the ones that exist), "
+                "or run with upstream assets (materialize_all / `flowstone materialize "
+                "--with-deps`)."
+            )
+        else:
+            what = (
+                ", which has no successful materialization. Materialize it first, or run "
+                "with upstream assets (materialize_all / `flowstone materialize --with-deps`)."
+            )
+        super().__init__(needs + what, asset=asset, partition=partition)
 
 
 class NotMaterializedError(MaterializationError):

@@ -8,6 +8,7 @@ that the graph is immutable; the executor, the planner and the CLI only read it.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from flowstone.asset import AssetDef
@@ -20,6 +21,42 @@ from flowstone.errors import (
     UnknownDependencyError,
     suggest,
 )
+from flowstone.partitions import (
+    IdentityMapping,
+    MultiPartitions,
+    Partition,
+    PartitionMapping,
+    PartitionsDefinition,
+    TimeWindowPartitions,
+    encode_partition,
+)
+
+_IDENTITY = IdentityMapping()
+_MERMAID_LABEL = '|"{}"|'
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRead:
+    """What one partition of an asset reads of one dependency.
+
+    Attributes:
+        dep: The upstream asset's name.
+        partitions: The upstream partitions read, in the upstream's order (``(None,)`` for
+            an unpartitioned upstream).
+        many: Whether the asset receives a dict of partition to value instead of one value.
+        allow_missing: Whether upstream partitions without a successful materialization are
+            left out instead of failing the step.
+    """
+
+    dep: str
+    partitions: tuple[Partition, ...]
+    many: bool = False
+    allow_missing: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The encoded upstream partitions."""
+        return tuple(encode_partition(p) for p in self.partitions)
 
 
 class AssetGraph:
@@ -63,7 +100,7 @@ class AssetGraph:
             self._check_resources(resources)
         if io_managers is not None:
             self._check_io_managers(io_managers)
-        self._check_partitions()
+        self._mappings = self._check_partitions()
 
     # --- queries ---------------------------------------------------------------------------
     @property
@@ -101,6 +138,41 @@ class AssetGraph:
         self.get(name)
         return self._downstream[name]
 
+    def mapping(self, name: str, dep: str) -> PartitionMapping | None:
+        """How ``name``'s partitions read ``dep``'s: the declared mapping, the identity between
+        two assets partitioned alike, or None when either side is unpartitioned."""
+        return self._mappings.get((name, dep))
+
+    def reads(self, name: str, partition: Partition) -> tuple[UpstreamRead, ...]:
+        """For each dependency of ``name``, what its ``partition`` reads (one entry per
+        dependency, in declaration order). This is the one rule the planner, the materializer
+        and the distributed scheduler share.
+
+        Raises:
+            PartitionError: a mapping needs upstream partitions the upstream definition does
+                not hold (e.g. an hour that is not over yet).
+        """
+        asset = self.get(name)
+        found = []
+        for dep in asset.deps:
+            mapping = self._mappings.get((name, dep))
+            if mapping is None:
+                # Unpartitioned upstream: its one value, whatever this partition is.
+                found.append(UpstreamRead(dep, (None,)))
+                continue
+            upstream = self._assets[dep].partitioned_by
+            assert upstream is not None  # a mapping is only kept for a partitioned upstream
+            down = asset.partitioned_by
+            found.append(
+                UpstreamRead(
+                    dep,
+                    mapping.upstream_partitions(partition, down, upstream),
+                    many=mapping.many(down, upstream),
+                    allow_missing=mapping.allow_missing,
+                )
+            )
+        return tuple(found)
+
     def upstream(self, name: str) -> set[str]:
         """Every asset ``name`` depends on, transitively (not ``name`` itself)."""
         return self._walk([name], lambda n: self._assets[n].deps) - {name}
@@ -128,7 +200,9 @@ class AssetGraph:
         lines = ["graph TD"]
         lines.extend(f'    {node[name]}["{name}"]' for name in self._order)
         for name in self._order:
-            lines.extend(f"    {node[dep]} --> {node[name]}" for dep in self._assets[name].deps)
+            for dep in self._assets[name].deps:
+                label = self._edge_label(name, dep, _MERMAID_LABEL)
+                lines.append(f"    {node[dep]} -->{label} {node[name]}")
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
@@ -141,13 +215,22 @@ class AssetGraph:
         return "\n".join(lines) + "\n"
 
     def to_text(self) -> str:
-        """One line per asset in topological order, with its dependencies."""
+        """One line per asset in topological order, with its dependencies (and the partition
+        mapping of each that does not read the same partition)."""
         width = max((len(n) for n in self._order), default=0)
         lines = []
         for name in self._order:
-            deps = self._assets[name].deps
+            deps = [
+                f"{dep}{self._edge_label(name, dep, ' [{}]')}" for dep in self._assets[name].deps
+            ]
             lines.append(f"{name:<{width}}  <- {', '.join(deps)}" if deps else name)
         return "\n".join(lines) + "\n"
+
+    def _edge_label(self, name: str, dep: str, template: str) -> str:
+        mapping = self._mappings.get((name, dep))
+        if mapping is None or mapping is _IDENTITY:
+            return ""
+        return template.format(mapping.describe())
 
     # --- validation ------------------------------------------------------------------------
     def _check_dependencies(self) -> None:
@@ -178,28 +261,38 @@ class AssetGraph:
                     f"Pipeline(..., io_managers={{{a.io_manager!r}: ...}})."
                 )
 
-    def _check_partitions(self) -> None:
-        # Until partition mappings exist, a partition flows unchanged from upstream to
-        # downstream: an unpartitioned asset cannot pick one of its upstream's partitions, and
-        # a partitioned one can only read an upstream partitioned the same way.
+    def _check_partitions(self) -> dict[tuple[str, str], PartitionMapping]:
+        """The mapping of every edge whose upstream is partitioned: the declared one (checked
+        against both definitions), else the identity between alike-partitioned assets; any
+        other pair is an error that names the mapping to declare."""
+        mappings: dict[tuple[str, str], PartitionMapping] = {}
         for a in self._assets.values():
+            down = a.partitioned_by
             for dep in a.deps:
                 upstream = self._assets[dep].partitioned_by
-                if a.partitioned_by is not None:
-                    if upstream is not None and upstream != a.partitioned_by:
+                declared = a.partition_mappings.get(dep)
+                if upstream is None:
+                    if declared is not None:
                         raise DefinitionError(
-                            f"Asset {a.name!r} ({a.partitioned_by.describe()}) depends on "
-                            f"{dep!r} ({upstream.describe()}), which is partitioned differently, "
-                            "so a partition of one is not a partition of the other. Give both "
-                            "the same partitions definition."
+                            f"Asset {a.name!r} has a partition mapping for {dep!r}, which is "
+                            "not partitioned: every partition reads its one value. Drop the "
+                            "mapping."
                         )
                     continue
-                if upstream is not None:
-                    raise DefinitionError(
-                        f"Asset {a.name!r} is not partitioned but depends on partitioned asset "
-                        f"{dep!r}, so it could not tell which partition to read. Partition "
-                        f"{a.name!r} the same way as {dep!r}."
-                    )
+                if declared is not None:
+                    try:
+                        declared.check(down, upstream)
+                    except DefinitionError as exc:
+                        raise DefinitionError(
+                            f"Asset {a.name!r}: the partition mapping for {dep!r} does not fit: "
+                            f"{exc}."
+                        ) from None
+                    mappings[(a.name, dep)] = declared
+                elif down is not None and down == upstream:
+                    mappings[(a.name, dep)] = _IDENTITY
+                else:
+                    raise DefinitionError(_needs_mapping(a.name, down, dep, upstream))
+        return mappings
 
     def _sort(self) -> tuple[str, ...]:
         # Kahn's algorithm, taking ready assets in declaration order.
@@ -244,3 +337,30 @@ class AssetGraph:
             seen.add(name)
             stack.extend(step(name))
         return seen
+
+
+def _needs_mapping(
+    name: str, down: PartitionsDefinition | None, dep: str, upstream: PartitionsDefinition
+) -> str:
+    """Why ``name`` cannot read partitioned ``dep`` without a mapping, and which to declare."""
+    if down is None:
+        return (
+            f"Asset {name!r} is not partitioned but depends on partitioned asset {dep!r}, so it "
+            "cannot tell which partitions to read. Declare it, e.g. "
+            f"@asset(partition_mappings={{{dep!r}: fs.AllPartitions()}}) or "
+            f"fs.LastPartitions(n), or partition {name!r} the same way as {dep!r}."
+        )
+    if isinstance(down, TimeWindowPartitions) and isinstance(upstream, TimeWindowPartitions):
+        fix = f"fs.TimeWindowMapping() (the {dep!r} windows that overlap each partition)"
+    elif isinstance(down, MultiPartitions) or isinstance(upstream, MultiPartitions):
+        multi = down if isinstance(down, MultiPartitions) else upstream
+        assert isinstance(multi, MultiPartitions)
+        fix = f"fs.DimensionMapping(<one of {list(multi.dimension_names)}>)"
+    else:
+        fix = "fs.IdentityMapping() (the same key) or fs.AllPartitions()"
+    return (
+        f"Asset {name!r} ({down.describe()}) depends on {dep!r} ({upstream.describe()}), which "
+        "is partitioned differently, so a partition of one is not a partition of the other. "
+        f"Say which {dep!r} partitions each {name!r} partition reads: "
+        f"@asset(partition_mappings={{{dep!r}: {fix}}}), or give both the same definition."
+    )

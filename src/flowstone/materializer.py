@@ -47,10 +47,10 @@ from flowstone.errors import (
     MaterializationError,
     MissingUpstreamError,
 )
-from flowstone.graph import AssetGraph
+from flowstone.graph import AssetGraph, UpstreamRead
 from flowstone.io import IOManager, StorageKey
-from flowstone.partitions import Partition, encode_partition
-from flowstone.planner import Step, StepKey, resolve_partition
+from flowstone.partitions import Partition, partition_repr
+from flowstone.planner import Step, StepKey
 from flowstone.records import (
     AuditEvent,
     LineageEdge,
@@ -189,13 +189,7 @@ class Materializer:
                 approval=step.approval,
             )
             kwargs = {
-                name: self._load(
-                    self._graph.get(name),
-                    *inputs[name],
-                    scope.io,
-                    type_hint=self._input_type(asset, name),
-                )
-                for name in asset.inputs
+                name: self._load_input(asset, inputs[name], scope.io) for name in asset.inputs
             }
             output = self._call(asset, step, context, kwargs)
             if isinstance(output, WaitForApproval):
@@ -237,7 +231,8 @@ class Materializer:
                 upstream_partition_key=up.partition_key,
                 consumed_at=completed_at,
             )
-            for up, _ in inputs.values()
+            for read in inputs.values()
+            for up, _ in read.found
         ]
         try:
             self._save_final(done, lineage, [self._audit(done, {})], on_final, None)
@@ -336,19 +331,43 @@ class Materializer:
     # --- the steps -------------------------------------------------------------------------
     def _resolve_upstream(
         self, step: Step, upstream: Mapping[StepKey, MaterializationRecord]
-    ) -> dict[str, tuple[MaterializationRecord, Partition]]:
-        """The exact materialization (and partition) of each dependency to read."""
-        found: dict[str, tuple[MaterializationRecord, Partition]] = {}
-        for name in step.asset.deps:
-            partition = resolve_partition(self._graph.get(name), step.partition)
-            key = encode_partition(partition)
-            record = upstream.get((name, key))
-            if record is None:
-                record = self._store.latest_materialization(name, key, status=Status.SUCCESS)
+    ) -> dict[str, _Input]:
+        """The exact materialization of each upstream partition to read, by dependency: from
+        this run when it produced it, else the latest success in the store."""
+        found: dict[str, _Input] = {}
+        for read in self._graph.reads(step.asset.name, step.partition):
+            records: list[tuple[MaterializationRecord, Partition]] = []
+            missing: list[str] = []
+            for partition, key in zip(read.partitions, read.keys, strict=True):
+                record = upstream.get((read.dep, key))
                 if record is None:
-                    raise MissingUpstreamError(step.asset.name, step.partition, name)
-            found[name] = (record, partition)
+                    record = self._store.latest_materialization(
+                        read.dep, key, status=Status.SUCCESS
+                    )
+                if record is not None:
+                    records.append((record, partition))
+                elif not read.allow_missing:
+                    missing.append(partition_repr(partition))
+            if missing:
+                raise MissingUpstreamError(
+                    step.asset.name, step.partition, read.dep, missing=missing, read=read.many
+                )
+            found[read.dep] = _Input(read, tuple(records))
         return found
+
+    def _load_input(self, asset: AssetDef, given: _Input, io: IOSelection) -> Any:
+        """The value a parameter receives: the upstream value, or a dict of upstream
+        partition to value (oldest first) when the partition mapping reads several."""
+        dep = self._graph.get(given.read.dep)
+        hint = self._input_type(asset, dep.name)
+        if not given.read.many:
+            record, partition = given.found[0]
+            return self._load(dep, record, partition, io, type_hint=hint)
+        value_hint = _mapping_value_type(hint)
+        return {
+            partition: self._load(dep, record, partition, io, type_hint=value_hint)
+            for record, partition in given.found
+        }
 
     def _load(
         self,
@@ -485,6 +504,30 @@ def _parameter_types(fn: Any) -> dict[str, Any]:
         return typing.get_type_hints(fn)
     except Exception:
         return {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One dependency's read, with the materializations found for it."""
+
+    read: UpstreamRead
+    found: tuple[tuple[MaterializationRecord, Partition], ...]
+
+
+def _mapping_value_type(hint: Any) -> Any:
+    """The value type of a ``dict[K, V]`` / ``Mapping[K, V]`` annotation (what each upstream
+    partition loads as), else None: the I/O manager then loads the type it stored."""
+    import typing
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is None or len(args) != 2:
+        return None
+    from collections import abc
+
+    if origin in (dict, abc.Mapping, abc.MutableMapping):
+        return args[1]
+    return None
 
 
 def _type_name(exc: BaseException) -> str:

@@ -7,7 +7,8 @@ a failure is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,7 +16,12 @@ from flowstone.asset import AssetDef
 from flowstone.checkpoints import ApprovalRecord
 from flowstone.errors import PartitionError
 from flowstone.graph import AssetGraph
-from flowstone.partitions import Partition, encode_partition, partition_repr
+from flowstone.partitions import (
+    Partition,
+    PartitionsDefinition,
+    encode_partition,
+    partition_repr,
+)
 from flowstone.records import MaterializationRecord, Status, new_id, utcnow
 
 UNPARTITIONED_KEY = encode_partition(None)
@@ -104,6 +110,21 @@ def resolve_partition(asset: AssetDef, partition: Partition) -> Partition:
     return definition.validate(partition)
 
 
+def step_deps(graph: AssetGraph, asset: str, partition: Partition) -> list[StepKey]:
+    """The (asset, encoded partition) of every upstream partition ``asset`` reads for
+    ``partition``, through its partition mappings (:meth:`AssetGraph.reads`)."""
+    return [(read.dep, key) for read in graph.reads(asset, partition) for key in read.keys]
+
+
+def deps_in(
+    graph: AssetGraph, asset: str, partition: Partition, present: Collection[StepKey]
+) -> tuple[StepKey, ...]:
+    """The dependencies of ``asset``'s ``partition`` that are steps of the same run (those in
+    ``present``); the others are read from the store. The planner's rule, also applied when a
+    run is rebuilt from its stored records."""
+    return tuple(dict.fromkeys(k for k in step_deps(graph, asset, partition) if k in present))
+
+
 def plan_run(
     graph: AssetGraph,
     targets: Iterable[str],
@@ -115,16 +136,21 @@ def plan_run(
     """Plan the materialization of ``targets`` (and their upstream, if asked) for one or more
     partitions.
 
-    Each asset appears once per partition it is materialized for; an unpartitioned asset
-    appears once whatever the number of partitions. Steps are ordered partition by partition
-    (unpartitioned assets first), so a long run makes progress one partition at a time.
+    Each asset of the selection takes the requested partition when it is unpartitioned (its
+    one value) or when its definition holds the partition. An upstream asset whose definition
+    does not hold it (hourly data below a daily target) takes instead the partitions that the
+    assets below it read, through their partition mappings. Each (asset, partition) appears
+    once. Steps come after the steps they depend on, partition by partition (in the order
+    asked), so a long run makes progress one partition at a time.
 
     Raises:
         UnknownAssetError: a target is not in the graph.
-        PartitionError: a partition does not fit an asset of the plan.
+        PartitionError: a partition does not fit a target, or a mapping needs an upstream
+            partition that does not exist.
     """
     target_names = tuple(dict.fromkeys(targets)) or graph.topological_order()
     names = graph.select(target_names, with_upstream=with_upstream)
+    selected = set(names)
     assets = [graph.get(n) for n in names]
     requested = [p for p in partitions if p is not None]
     if requested and all(a.partitioned_by is None for a in assets):
@@ -133,42 +159,112 @@ def plan_run(
             f"{partition_repr(requested[0])} was given. Drop the partition, or declare the asset "
             "with @asset(partitioned_by=...)."
         )
+    # (asset, key) -> (partition, group): the group is the requested partition it serves first.
+    wanted: dict[StepKey, tuple[Partition, int]] = {}
+    for group, partition in enumerate(partitions):
+        seeds = _seeds(assets, partition)
+        for asset, value in seeds:
+            wanted.setdefault((asset, encode_partition(value)), (value, group))
+        _derive(graph, selected, {name for name, _ in seeds}, group, wanted)
+    for name in target_names:
+        if not any(asset == name for asset, _ in wanted):
+            # Neither the request nor an asset below gave it a partition: say why.
+            for partition in partitions:
+                resolve_partition(graph.get(name), partition)
     created_at = utcnow()
-    in_plan: set[StepKey] = set()
-    steps: list[Step] = []
-
-    def add(asset: AssetDef, value: Partition) -> None:
-        key = encode_partition(value)
-        if (asset.name, key) in in_plan:  # the same partition asked for twice
-            return
-        deps: list[StepKey] = []
-        for dep in asset.deps:
-            dep_key = (dep, encode_partition(resolve_partition(graph.get(dep), value)))
-            if dep_key in in_plan:
-                deps.append(dep_key)
-        in_plan.add((asset.name, key))
-        steps.append(
-            Step(
-                asset=asset,
-                partition=value,
-                partition_key=key,
-                materialization_id=new_id(),
-                created_at=created_at,
-                deps_in_plan=tuple(deps),
-            )
+    present = wanted.keys()
+    steps = {
+        key: Step(
+            asset=graph.get(key[0]),
+            partition=value,
+            partition_key=key[1],
+            materialization_id=new_id(),
+            created_at=created_at,
+            deps_in_plan=deps_in(graph, key[0], value, present),
         )
-
-    for asset in assets:
-        if asset.partitioned_by is None:
-            add(asset, None)
-    for partition in partitions:
-        for asset in assets:
-            if asset.partitioned_by is not None:
-                add(asset, resolve_partition(asset, partition))
+        for key, (value, _group) in wanted.items()
+    }
+    position = {name: i for i, name in enumerate(graph.topological_order())}
+    order = _dependencies_first(
+        steps, lambda key: (wanted[key][1], wanted[key][0] is not None, position[key[0]])
+    )
     return RunPlan(
         run_id=run_id or new_id(),
         targets=target_names,
         partition_key=encode_partition(partitions[0]) if len(partitions) == 1 else None,
-        steps=tuple(steps),
+        steps=tuple(steps[key] for key in order),
         created_at=created_at,
     )
+
+
+def _seeds(assets: Sequence[AssetDef], partition: Partition) -> list[tuple[str, Partition]]:
+    """The selected assets that take ``partition`` itself, and the partition each takes."""
+    found: list[tuple[str, Partition]] = []
+    for asset in assets:
+        definition = asset.partitioned_by
+        if definition is None:
+            found.append((asset.name, None))
+        elif partition is not None and _holds(definition, partition):
+            found.append((asset.name, definition.validate(partition)))
+    return found
+
+
+def _holds(definition: PartitionsDefinition, partition: Partition) -> bool:
+    try:
+        definition.validate(partition)
+    except PartitionError:
+        return False
+    return True
+
+
+def _derive(
+    graph: AssetGraph,
+    selected: set[str],
+    seeded: set[str],
+    group: int,
+    wanted: dict[StepKey, tuple[Partition, int]],
+) -> None:
+    """Add the upstream partitions the planned steps of ``group`` read, for the selected
+    upstream assets that did not take the requested partition itself (not ``seeded``).
+    Assets are visited downstream first, so a derived step's own upstream is derived in
+    turn."""
+    # Steps of earlier groups had their upstream derived with their own group.
+    by_asset: dict[str, list[Partition]] = {}
+    for (name, _key), (value, of_group) in wanted.items():
+        if of_group == group:
+            by_asset.setdefault(name, []).append(value)
+    for name in reversed(graph.topological_order()):
+        if name not in selected:
+            continue
+        for value in by_asset.get(name, ()):
+            for read in graph.reads(name, value):
+                if read.dep not in selected or read.dep in seeded:
+                    continue
+                for up, key in zip(read.partitions, read.keys, strict=True):
+                    if (read.dep, key) not in wanted:
+                        wanted[(read.dep, key)] = (up, group)
+                        by_asset.setdefault(read.dep, []).append(up)
+
+
+def _dependencies_first(
+    steps: Mapping[StepKey, Step], priority: Callable[[StepKey], tuple[int, bool, int]]
+) -> list[StepKey]:
+    """A topological order of ``steps`` by their in-plan dependencies, taking among the ready
+    ones the lowest ``priority`` first (Kahn's algorithm with a heap)."""
+    waiting = {key: len(step.deps_in_plan) for key, step in steps.items()}
+    children: dict[StepKey, list[StepKey]] = {key: [] for key in steps}
+    for key, step in steps.items():
+        for dep in step.deps_in_plan:
+            children[dep].append(key)
+    ready = [(priority(key), i, key) for i, key in enumerate(steps) if not waiting[key]]
+    heapq.heapify(ready)
+    seq = {key: i for i, key in enumerate(steps)}
+    order: list[StepKey] = []
+    while ready:
+        _, _, key = heapq.heappop(ready)
+        order.append(key)
+        for child in children[key]:
+            waiting[child] -= 1
+            if not waiting[child]:
+                heapq.heappush(ready, (priority(child), seq[child], child))
+    return order

@@ -30,8 +30,8 @@ from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.errors import ApprovalError
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer
-from flowstone.partitions import decode_partition, encode_partition
-from flowstone.planner import RunPlan, Step, StepKey, resolve_partition
+from flowstone.partitions import decode_partition
+from flowstone.planner import RunPlan, Step, StepKey, deps_in, resolve_partition
 from flowstone.records import MaterializationRecord, RunRecord, RunResult, RunStatus, Status
 from flowstone.store import MetadataStore
 
@@ -140,18 +140,14 @@ class RunResumer:
         its dependencies in ``present`` (the planner's rule, applied to stored keys)."""
         asset = self._graph.get(record.asset)
         partition = resolve_partition(asset, decode_partition(record.partition_key))
-        deps = []
-        for dep in asset.deps:
-            key = (dep, encode_partition(resolve_partition(self._graph.get(dep), partition)))
-            if key in present:
-                deps.append(key)
+        deps = deps_in(self._graph, asset.name, partition, present)
         return Step(
             asset=asset,
             partition=partition,
             partition_key=record.partition_key,
             materialization_id=record.id,
             created_at=record.created_at,
-            deps_in_plan=tuple(deps),
+            deps_in_plan=deps,
             approval=approval,
         )
 

@@ -166,3 +166,24 @@ def regional(ctx):
 
 def partitioned(**options: Any) -> fs.Pipeline:
     return _build([regional, root], **options)
+
+
+# --- partition mappings: hours into days -------------------------------------------------------
+HOURS = fs.HourlyPartitions(start="2025-03-01", end="2025-03-08")
+DAYS = fs.DailyPartitions(start="2025-03-01", end="2025-03-08")
+
+
+@fs.asset(partitioned_by=HOURS)
+def hourly_events(ctx):
+    log(ctx, "done")
+    return ctx.partition.hour
+
+
+@fs.asset(partitioned_by=DAYS, partition_mappings={"hourly_events": fs.TimeWindowMapping()})
+def daily_events(ctx, hourly_events):
+    log(ctx, "done")
+    return sum(hourly_events.values())
+
+
+def hours_into_days(**options: Any) -> fs.Pipeline:
+    return _build([hourly_events, daily_events], **options)

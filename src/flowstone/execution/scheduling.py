@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer
-from flowstone.partitions import Partition, decode_partition, encode_partition
-from flowstone.planner import Step, StepKey, resolve_partition
+from flowstone.partitions import IdentityMapping, Partition, decode_partition, encode_partition
+from flowstone.planner import UNPARTITIONED_KEY, Step, step_deps
 from flowstone.records import (
     AuditEvent,
     MaterializationRecord,
@@ -43,14 +43,6 @@ class Outcome:
     skipped: tuple[MaterializationRecord, ...] = ()
     #: The run's final status, when this status was the run's last.
     closed: RunStatus | None = None
-
-
-def step_deps(graph: AssetGraph, asset: str, partition: Partition) -> list[StepKey]:
-    """The (asset, encoded partition) of each dependency ``asset`` reads for ``partition``."""
-    return [
-        (dep, encode_partition(resolve_partition(graph.get(dep), partition)))
-        for dep in graph.get(asset).deps
-    ]
 
 
 def step_of(graph: AssetGraph, record: MaterializationRecord) -> Step:
@@ -148,15 +140,18 @@ def _children_in_run(
     tx: RunTransaction, graph: AssetGraph, asset: str, partition: Partition
 ) -> list[MaterializationRecord]:
     """The run's steps of ``asset``'s dependents that may read ``(asset, partition)``: one
-    point lookup each, except below an unpartitioned asset, where every partition of a
-    partitioned child may."""
+    point lookup each where the partition flows unchanged (or into an unpartitioned child);
+    every step of the child otherwise (below an unpartitioned asset, or through a partition
+    mapping), which the caller filters by what each step reads."""
     found: list[MaterializationRecord] = []
     for child in graph.dependents(asset):
-        if partition is None and graph.get(child).partitioned_by is not None:
+        if graph.get(child).partitioned_by is None:
+            record = tx.find(child, UNPARTITIONED_KEY)
+        elif isinstance(graph.mapping(child, asset), IdentityMapping):
+            record = tx.find(child, encode_partition(partition))
+        else:
             found += tx.materializations([child])
             continue
-        child_key = encode_partition(resolve_partition(graph.get(child), partition))
-        record = tx.find(child, child_key)
         if record is not None:
             found.append(record)
     return found

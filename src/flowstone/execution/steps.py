@@ -29,11 +29,11 @@ from flowstone.errors import (
     UnknownAssetError,
 )
 from flowstone.execution import queue
-from flowstone.execution.scheduling import Outcome, after_final, close_if_done, step_deps
+from flowstone.execution.scheduling import Outcome, after_final, close_if_done
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer, RunScope
 from flowstone.partitions import decode_partition, encode_partition
-from flowstone.planner import Step, resolve_partition
+from flowstone.planner import Step, resolve_partition, step_deps
 from flowstone.records import (
     AuditEvent,
     LineageEdge,

@@ -21,6 +21,14 @@ from flowstone.partitions.encoding import (
     encode_partition,
     partition_repr,
 )
+from flowstone.partitions.mappings import (
+    AllPartitions,
+    DimensionMapping,
+    IdentityMapping,
+    LastPartitions,
+    PartitionMapping,
+    TimeWindowMapping,
+)
 from flowstone.partitions.time_window import (
     DailyPartitions,
     HourlyPartitions,
@@ -30,13 +38,19 @@ from flowstone.partitions.time_window import (
 )
 
 __all__ = [
+    "AllPartitions",
     "DailyPartitions",
+    "DimensionMapping",
     "HourlyPartitions",
+    "IdentityMapping",
+    "LastPartitions",
     "MonthlyPartitions",
     "MultiPartitions",
     "Partition",
+    "PartitionMapping",
     "PartitionsDefinition",
     "StaticPartitions",
+    "TimeWindowMapping",
     "TimeWindowPartitions",
     "WeeklyPartitions",
     "decode_partition",

@@ -222,6 +222,38 @@ class TimeWindowPartitions(PartitionsDefinition):
         self._check_position(index)
         return self._key(index)
 
+    # --- windows as instants (partition mappings) ------------------------------------------
+
+    def window(self, key: object) -> tuple[datetime, datetime]:
+        """Return the window of ``key`` as UTC instants ``[start, end)``.
+
+        The key need not be in the definition's range, only on its grid, so a mapping can
+        ask about a window the upstream does not hold yet.
+
+        Example:
+            >>> days = DailyPartitions("2025-01-01", timezone="Europe/Paris")
+            >>> [t.isoformat() for t in days.window(date(2025, 3, 30))]
+            ['2025-03-29T23:00:00+00:00', '2025-03-30T22:00:00+00:00']
+        """
+        value = self._coerce(key)
+        position, aligned = self._locate(value)
+        if not aligned:
+            raise PartitionError(f"{partition_repr(value)} {self._misaligned(value)}")
+        return self._start_instant(position), self._start_instant(position + 1)
+
+    def position_at(self, instant: datetime) -> int:
+        """Return the grid position of the window holding the aware ``instant``; it may be
+        outside ``0 .. len - 1`` (before the start, or past the last complete window)."""
+        return self._position_at(instant)
+
+    @abstractmethod
+    def _start_instant(self, position: int) -> datetime:
+        """Return the UTC instant the window at grid ``position`` starts."""
+
+    @abstractmethod
+    def _position_at(self, instant: datetime) -> int:
+        """Return the grid position of the window holding ``instant``."""
+
     def parse(self, text: str) -> Partition:
         """Parse the human form (see each class) or a tagged key, then validate it."""
         if not isinstance(text, str):
@@ -404,6 +436,12 @@ class HourlyPartitions(TimeWindowPartitions):
     def _count_as_of(self, now: datetime) -> int:
         return (now.astimezone(UTC) - self._start_utc) // _HOUR
 
+    def _start_instant(self, position: int) -> datetime:
+        return self._start_utc + position * _HOUR
+
+    def _position_at(self, instant: datetime) -> int:
+        return (instant.astimezone(UTC) - self._start_utc) // _HOUR
+
     def _parse_human(self, text: str) -> datetime | None:
         parsed = _parse_datetime(text)
         if parsed is None or parsed.utcoffset() is not None:
@@ -511,6 +549,14 @@ class _CalendarPartitions(TimeWindowPartitions):
     def _count_as_of(self, now: datetime) -> int:
         # The window holding today is incomplete, so its position is the complete count.
         return self._locate(now.astimezone(self._zone).date())[0]
+
+    def _start_instant(self, position: int) -> datetime:
+        # Through UTC, a local midnight that daylight saving skips becomes the day's first
+        # instant, so consecutive windows always meet.
+        return datetime.combine(self._key(position), time(), tzinfo=self._zone).astimezone(UTC)
+
+    def _position_at(self, instant: datetime) -> int:
+        return self._locate(self._floor(instant.astimezone(self._zone).date()))[0]
 
     def _parse_human(self, text: str) -> date | None:
         if self._allow_month_text:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from flowstone.partitions import Partition, decode_partition
 from flowstone.pipeline import Pipeline
-from flowstone.planner import RunPlan, Step, StepKey, plan_run
+from flowstone.planner import RunPlan, Step, StepKey, deps_in, plan_run
 from flowstone.records import (
     AuditEvent,
     MaterializationRecord,
@@ -95,12 +95,7 @@ def plan_from_pending(
     for record in pending:
         asset = pipeline.graph.get(record.asset)
         value = decode_partition(record.partition_key)
-        deps = []
-        for dep in asset.deps:
-            dep_def = pipeline.graph.get(dep)
-            dep_key = record.partition_key if dep_def.partitioned_by is not None else "n:"
-            if (dep, dep_key) in in_plan:
-                deps.append((dep, dep_key))
+        deps = deps_in(pipeline.graph, asset.name, value, in_plan)
         steps.append(
             Step(
                 asset=asset,
@@ -108,7 +103,7 @@ def plan_from_pending(
                 partition_key=record.partition_key,
                 materialization_id=record.id,
                 created_at=record.created_at,
-                deps_in_plan=tuple(deps),
+                deps_in_plan=deps,
             )
         )
     # Dependencies first: unpartitioned assets, then by topological order.
