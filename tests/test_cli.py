@@ -26,6 +26,7 @@ FIXTURES = TESTS / "cli_fixtures"
 BASIC = "cli_fixtures.basic:pipeline"
 FAILING = "cli_fixtures.failing:pipeline"
 DAILY = "cli_fixtures.daily:pipeline"
+HOURLY = "cli_fixtures.hourly:pipeline"
 
 
 @pytest.fixture(autouse=True)
@@ -256,12 +257,30 @@ def test_history_of_one_partition(cli: Cli) -> None:
     data = cli("-p", DAILY, "history", "events", "--partition", "2025-01-02", "--json").json()
     assert [r["partition"] for r in data] == ["2025-01-02"]
     assert len(cli("-p", DAILY, "history", "events", "--json").json()) == 2
+    text = cli("-p", DAILY, "history", "events").out
+    assert text.splitlines()[0].split()[-2:] == ["VALUE", "ERROR"]
+    assert "sha256:" in text  # the filesystem manager's content hash
     bad = cli("-p", BASIC, "history", "raw_events", "--partition", "2025-01-02")
     assert bad.code == 2
     assert "not partitioned" in bad.err
 
 
 # --- lineage, graph, audit -------------------------------------------------------------------
+def test_a_day_of_hours_through_a_partition_mapping(cli: Cli) -> None:
+    run = cli(
+        "-p", HOURLY, "materialize", "daily_clicks", "--partition", "2025-01-15", "--with-deps"
+    )
+    assert run.code == 0, run.err
+    assert "clicks [2025-01-15T23:00:00+00:00]" in run.err  # steps of other partitions say which
+    graph = cli("-p", HOURLY, "graph").out
+    assert graph == "clicks\ndaily_clicks  <- clicks [TimeWindowMapping()]\n"
+    up = cli("-p", HOURLY, "lineage", "upstream", "daily_clicks", "--partition", "2025-01-15")
+    assert up.code == 0
+    assert up.out.count("<- clicks [2025-01-15T") == 24
+    [latest] = cli("-p", HOURLY, "history", "daily_clicks", "--json").json()
+    assert latest["status"] == "success"
+
+
 def test_lineage_text_and_json(cli: Cli) -> None:
     assert cli("-p", BASIC, "materialize", "report", "--with-deps").code == 0
 

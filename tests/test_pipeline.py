@@ -549,3 +549,37 @@ def test_user_metadata_that_is_not_json_fails_before_storing() -> None:
     assert run["a"].status == Status.FAILED
     assert "ctx.metadata must be JSON-compatible" in (run["a"].error_message or "")
     assert not io.exists(fs.StorageKey("a", None, "n:"))
+
+
+def test_close_releases_io_managers_that_can_close(caplog: pytest.LogCaptureFixture) -> None:
+    closed: list[str] = []
+
+    class Closing(fs.MemoryIOManager):
+        def __init__(self, name: str, *, fail: bool = False) -> None:
+            super().__init__()
+            self.name, self.fail = name, fail
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.fail:
+                raise RuntimeError("connection already gone")
+
+    @fs.asset
+    def one():  # type: ignore[no-untyped-def]
+        return 1
+
+    pipeline = fs.Pipeline(
+        [one],
+        store="memory",
+        io_managers={
+            "a": Closing("a", fail=True),
+            "b": Closing("b"),
+            "plain": fs.MemoryIOManager(),
+        },
+        default_io_manager="b",
+    )
+    pipeline.materialize_all().raise_for_status()
+    pipeline.close()
+    # A failing close is logged, and the others (and the store) are still closed.
+    assert sorted(closed) == ["a", "b"]
+    assert "I/O manager 'a' failed to close" in caplog.text

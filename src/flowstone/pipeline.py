@@ -7,6 +7,7 @@ importing the module that holds it) costs no database connection.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,6 +53,8 @@ from flowstone.records import (
 from flowstone.resources import ResourceScope
 from flowstone.store import MetadataStore, open_store
 from flowstone.telemetry import Handler, Telemetry
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     # Annotations only. The feature modules (backfills, schedules, approvals' resume) load on
@@ -1023,8 +1026,17 @@ class Pipeline:
 
     # --- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop worker threads and close the store (if the pipeline opened it)."""
+        """Stop worker threads, release the I/O managers' connections (those with a
+        ``close()``), and close the store (if the pipeline opened it)."""
         self._executor.close()
+        for name, manager in self._io.managers.items():
+            closer = getattr(manager, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception:
+                    # Closing is best effort: one manager's failure must not keep the store open.
+                    logger.warning("I/O manager %r failed to close", name, exc_info=True)
         if self._store is not None and (
             self._store_spec is None or isinstance(self._store_spec, str)
         ):

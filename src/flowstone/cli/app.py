@@ -327,14 +327,20 @@ def _parse_partition(pipeline: Pipeline, asset: str, text: str | None) -> Partit
 class _Progress:
     """Prints one line on stderr as each materialization ends (called from worker threads)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, partition_key: str | None = None) -> None:
         self._width = width
+        # Steps of other partitions (hours below a requested day) name theirs.
+        self._shown_key = partition_key
         self._lock = threading.Lock()
         self._ok, self._failed, self._skipped = output.status_marks(sys.stderr)
 
     def __call__(self, event: TelemetryEvent) -> None:
         meta = event.metadata
-        asset = str(meta.get("asset", "?")).ljust(self._width)
+        asset = str(meta.get("asset", "?"))
+        key = meta.get("partition")
+        if isinstance(key, str) and key not in (self._shown_key, "n:"):
+            asset += f" [{output.human_partition(key)}]"
+        asset = asset.ljust(self._width)
         if event.name == "materialization.stop":
             duration = output.human_duration(event.measurements.get("duration_ms"))
             line = f"{self._ok} {asset}  {duration}"
@@ -356,8 +362,11 @@ def _materialize(args: argparse.Namespace) -> int:
         selection = pipeline.graph.select(args.assets, with_upstream=args.with_deps)
         partition: Partition = None
         if args.partition is not None:
+            # The named assets' definition first: with partition mappings, an upstream asset
+            # may be partitioned otherwise (hours below a requested day).
+            named = [n for n in selection if n in args.assets] + list(selection)
             definition = next(
-                (d for d in (pipeline.graph.get(n).partitioned_by for n in selection) if d),
+                (d for d in (pipeline.graph.get(n).partitioned_by for n in named) if d),
                 None,
             )
             # With no partitioned asset, Pipeline says the partition cannot apply.
@@ -366,7 +375,11 @@ def _materialize(args: argparse.Namespace) -> int:
         count = f"{len(selection)} asset{'s' if len(selection) != 1 else ''}"
         _note(f"Materializing {count}{shown}...")
         unsubscribe = pipeline.subscribe(
-            _Progress(max(len(n) for n in selection)), prefix="materialization."
+            _Progress(
+                max(len(n) for n in selection),
+                None if partition is None else encode_partition(partition),
+            ),
+            prefix="materialization.",
         )
         clock = time.perf_counter()
         try:

@@ -289,13 +289,43 @@ def history_table(records: Sequence[MaterializationRecord]) -> str:
             human_duration(r.duration_ms),
             str(r.attempt),
             short_id(r.run_id),
+            value_summary(r.metadata),
             first_line(None if r.error_type is None else f"{r.error_type}: {r.error_message}", 80)
             or NONE,
         )
         for r in records
     ]
-    headers = ("started", "partition", "status", "duration", "attempt", "run", "error")
+    headers = ("started", "partition", "status", "duration", "attempt", "run", "value", "error")
     return table(headers, rows, right=[3, 4])
+
+
+def value_summary(metadata: Mapping[str, Any]) -> str:
+    """What the I/O manager recorded of the stored value, in a few words: ``3 rows x 2 cols,
+    1.2 KiB, sha256:ab12cd34`` (``-`` when it recorded nothing)."""
+    parts = []
+    rows, columns = metadata.get("rows"), metadata.get("columns")
+    if isinstance(rows, int):
+        parts.append(f"{rows:,} rows" + (f" x {columns} cols" if isinstance(columns, int) else ""))
+    size = metadata.get("bytes")
+    if isinstance(size, int):
+        parts.append(human_bytes(size))
+    digest = metadata.get("content_hash")
+    if isinstance(digest, str):
+        algorithm, _, hexdigest = digest.partition(":")
+        parts.append(f"{algorithm}:{hexdigest[:8]}" if hexdigest else digest[:15])
+    return ", ".join(parts) or NONE
+
+
+def human_bytes(size: int) -> str:
+    """``512 B``, ``1.2 KiB``, ``3.4 MiB``..."""
+    if size < 1024:
+        return f"{size} B"
+    amount = size / 1024
+    for unit in ("KiB", "MiB"):
+        if amount < 1024:
+            return f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GiB"
 
 
 def error_block(record: MaterializationRecord) -> str:

@@ -36,6 +36,10 @@ class IOManager(Protocol):
     ``load`` raises :class:`~flowstone.errors.ValueNotFoundError` when nothing is stored.
     ``store`` may return JSON-compatible metadata (size, rows...) that FlowStone records on
     the materialization.
+
+    A manager may also have a ``close()`` method (not part of the protocol): ``Pipeline.close()``
+    calls it to release connections. As one manager can serve several pipelines, it must open
+    them again if it is used after that.
     """
 
     def store(self, key: StorageKey, value: Any) -> Mapping[str, Any] | None:

@@ -76,7 +76,9 @@ class FilesystemIOManager:
                 asset=key.asset,
                 partition=key.partition,
             ) from exc
-        return {"path": str(path), "bytes": len(data)}
+        from flowstone.io.frames import content_hash  # no heavy import: hashlib on first use
+
+        return {"path": str(path), "bytes": len(data), "content_hash": content_hash(data)}
 
     def load(self, key: StorageKey) -> Any:
         path = self.path(key)
