@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
 import flowstone as fs
+from distributed_fixtures.harness import wait_until
 from flowstone.errors import AssetExecutionError, DefinitionError
+from flowstone.execution import inprocess
+from flowstone.planner import plan_run
+from flowstone.records import MaterializationRecord, RunRecord, RunStatus, Status
 
 
 class Flaky(Exception):
@@ -81,3 +86,109 @@ def test_assets_carry_their_policy() -> None:
     assert plain.retry is None
     with pytest.raises(DefinitionError, match=r"retry must be fs\.RetryPolicy"):
         fs.asset(name="prices", retry=3)(lambda: 1)  # type: ignore[arg-type]
+
+
+# --- the in-process executor applies the policy --------------------------------------------
+
+
+def flaky_pipeline(
+    store_url: str, fails: int, policy: fs.RetryPolicy
+) -> tuple[fs.Pipeline, list[int]]:
+    attempts: list[int] = []
+
+    @fs.asset(retry=policy)
+    def prices(ctx):  # type: ignore[no-untyped-def]
+        attempts.append(ctx.attempt)
+        if len(attempts) <= fails:
+            raise Flaky(f"attempt {ctx.attempt} failed")
+        return 42
+
+    @fs.asset
+    def report(prices):  # type: ignore[no-untyped-def]
+        return prices + 1
+
+    return fs.Pipeline([prices, report], store=store_url), attempts
+
+
+def test_a_retryable_failure_succeeds_on_attempt_3_in_process(store_url: str) -> None:
+    policy = fs.RetryPolicy(max_attempts=3, backoff=0.01, jitter=0.0)
+    pipeline, attempts = flaky_pipeline(store_url, fails=2, policy=policy)
+    with pipeline:
+        run = pipeline.materialize_all()
+        run.raise_for_status()
+        assert attempts == [1, 2, 3]
+        [prices] = [r for r in run.materializations if r.asset == "prices"]
+        assert (prices.status, prices.attempt) == (Status.SUCCESS, 3)
+        assert pipeline.load("report") == 43
+        actions = [
+            (e.action, e.details.get("attempt"))
+            for e in pipeline.audit_log(run_id=run.run_id, limit=None)
+            if e.resource_id == "prices"
+        ]
+        assert actions == [
+            ("materialization.failed", 1),
+            ("materialization.retry_scheduled", 1),
+            ("materialization.failed", 2),
+            ("materialization.retry_scheduled", 2),
+            ("materialization.success", 3),
+        ]
+
+
+def test_the_last_attempt_fails_for_good_and_other_errors_never_retry(store_url: str) -> None:
+    pipeline, attempts = flaky_pipeline(
+        store_url, fails=5, policy=fs.RetryPolicy(max_attempts=2, backoff=0.0)
+    )
+    with pipeline:
+        run = pipeline.materialize_all()
+        [prices, report] = sorted(run.materializations, key=lambda r: r.asset)
+        assert (prices.status, prices.attempt, prices.error_message) == (
+            Status.FAILED,
+            2,
+            "attempt 2 failed",
+        )
+        assert report.status == Status.SKIPPED
+        assert attempts == [1, 2]
+    only_timeouts = fs.RetryPolicy(max_attempts=5, backoff=0.0, retry_on=(TimeoutError,))
+    pipeline, attempts = flaky_pipeline(store_url, fails=5, policy=only_timeouts)
+    with pipeline:
+        assert pipeline.materialize_all().status == fs.RunStatus.FAILED
+        assert attempts == [1]
+
+
+def test_an_interrupted_run_stops_waiting_and_records_the_failure() -> None:
+    # A long backoff, interrupted: the step is recorded failed (not left pending) at once.
+    pipeline, attempts = flaky_pipeline(
+        "memory", fails=5, policy=fs.RetryPolicy(max_attempts=3, backoff=60.0, max_backoff=60.0)
+    )
+    with pipeline:
+        plan = plan_run(pipeline.graph, ["prices"], with_upstream=False)
+        step = plan.steps[0]
+        materializer, scope = pipeline.step_runtime(
+            plan.run_id, resources=pipeline.resource_scope()
+        )
+        stop = threading.Event()
+        result: list[MaterializationRecord] = []
+        worker = threading.Thread(
+            target=lambda: result.append(
+                inprocess._run_step(materializer, step, scope, {}, stop)
+            )
+        )
+        pipeline.store.create_run(
+            RunRecord(
+                id=plan.run_id,
+                status=RunStatus.RUNNING,
+                targets=plan.targets,
+                partition_key=None,
+                created_at=plan.created_at,
+            ),
+            [step.pending_record(plan.run_id)],
+        )
+        worker.start()
+        wait_until(lambda: bool(attempts), "the first attempt")
+        stop.set()
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        [record] = result
+        assert (record.status, record.attempt) == (Status.FAILED, 1)
+        stored = pipeline.store.get_materialization(record.id)
+        assert stored is not None and stored.status == Status.FAILED

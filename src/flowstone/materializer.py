@@ -154,7 +154,8 @@ class Materializer:
         """
         asset = step.asset
         if step.approval is not None:
-            attempt = step.approval.attempt + 1
+            # After the attempt that asked; a retry of the resumed step counts on from there.
+            attempt = max(attempt, step.approval.attempt + 1)
         started_at = utcnow()
         record = MaterializationRecord(
             id=step.materialization_id,
@@ -272,6 +273,14 @@ class Materializer:
         )
         self._telemetry.emit(
             "materialization.skipped", {**self._event_meta(step, run_id, 1), "reason": reason}
+        )
+        return record
+
+    def give_up(self, record: MaterializationRecord, reason: str) -> MaterializationRecord:
+        """Record ``record``, a failed attempt whose retry will not happen (the executor
+        stopped while waiting for it), as the step's final status."""
+        self._store.save_materialization(
+            record, audit=[self._audit(record, {"error_type": record.error_type, "reason": reason})]
         )
         return record
 

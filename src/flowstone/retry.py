@@ -1,10 +1,11 @@
 """Retry policies: how often, how soon, and after which errors an asset is tried again.
 
-A policy is plain configuration attached to an asset (``@asset(retry=RetryPolicy(...))``). The
-distributed executor applies it: a failure the policy retries is recorded, the materialization
-goes back to ``pending`` with the error and the time of the next attempt, and the job queue runs
-it again after the backoff; the last failure is recorded ``failed``. Every attempt carries its
-number on the materialization.
+A policy is plain configuration attached to an asset (``@asset(retry=RetryPolicy(...))``). Both
+executors apply it the same way: a failure the policy retries is recorded, the materialization
+goes back to ``pending`` with the error (and a ``materialization.retry_scheduled`` audit event),
+and it runs again after the backoff (the distributed job queue schedules it; the in-process
+executor waits on the step's thread); the last failure is recorded ``failed``. Every attempt
+carries its number on the materialization.
 
 Waits grow exponentially, ``backoff * multiplier ** (attempt - 1)``, capped at ``max_backoff``,
 then jitter adds up to ``jitter`` times that wait (never subtracts it), so the policy's wait is
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flowstone.errors import AssetExecutionError, DefinitionError
+from flowstone.records import AuditEvent, MaterializationRecord
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +99,24 @@ class RetryPolicy:
         :meth:`min_delay`, at most ``(1 + jitter)`` times it."""
         wait = self.min_delay(attempt)
         return wait * (1.0 + (rng or random).uniform(0.0, self.jitter))
+
+
+def retry_scheduled_event(record: MaterializationRecord, delay_s: float) -> AuditEvent:
+    """The audit event of a failed attempt that will be tried again in ``delay_s`` seconds."""
+    return AuditEvent(
+        action="materialization.retry_scheduled",
+        resource_type="asset",
+        resource_id=record.asset,
+        details={
+            "materialization_id": record.id,
+            "partition_key": record.partition_key,
+            "attempt": record.attempt,
+            "next_attempt": record.attempt + 1,
+            "delay_s": round(delay_s, 3),
+            "error_type": record.error_type,
+        },
+        correlation_id=record.run_id,
+    )
 
 
 def _exception_types(value: object) -> tuple[type[BaseException], ...] | None:

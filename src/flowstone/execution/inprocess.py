@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures as cf
+from dataclasses import replace
 
 from flowstone.materializer import Materializer, RunScope
 from flowstone.planner import RunPlan, Step, StepKey
-from flowstone.records import MaterializationRecord, Status
+from flowstone.records import AuditEvent, LineageEdge, MaterializationRecord, Status
+from flowstone.retry import RetryPolicy, retry_scheduled_event
+from flowstone.store.base import RunTransaction
 
 #: Per-run hook called with each final record, in completion order.
 OnRecord = Callable[[MaterializationRecord], object]
@@ -24,6 +27,10 @@ class InProcessExecutor:
     """Runs independent assets in parallel on threads; each asset starts as soon as all of its
     in-plan dependencies succeeded. When an asset fails, everything below it is recorded
     ``skipped`` with the reason, while unrelated branches run to the end.
+
+    An asset with a :class:`~flowstone.RetryPolicy` is tried again after a failure the policy
+    retries, after its backoff, on the same thread (the other branches go on meanwhile); each
+    failed attempt is recorded, then the step is ``pending`` again until the next one.
 
     Args:
         max_workers: Threads that run assets at once (default: CPU count + 4, at most 32).
@@ -48,6 +55,8 @@ class InProcessExecutor:
         ``waiting_approval``, or ``pending`` below a step that waits for approval."""
         progress = _Progress(plan, materializer, on_record)
         running: dict[cf.Future[MaterializationRecord], StepKey] = {}
+        # Set when the run is interrupted: a step waiting to retry stops waiting.
+        stop = threading.Event()
         try:
             while progress.ready or running:
                 # A lone ready step with nothing in flight runs on this thread: a chain needs
@@ -55,7 +64,7 @@ class InProcessExecutor:
                 # worker every step runs here, in plan order (a backfill with parallel=1).
                 if not running and (len(progress.ready) == 1 or self.max_workers == 1):
                     step = progress.start(progress.ready.pop(0))
-                    progress.finish(materializer.run(step, scope, progress.done))
+                    progress.finish(_run_step(materializer, step, scope, progress.done, stop))
                     continue
                 # At most max_workers in flight: cf.wait then looks at a few futures, not at
                 # every step of a wide plan (a backfill chunk has hundreds ready at once).
@@ -63,7 +72,9 @@ class InProcessExecutor:
                     step = progress.start(progress.ready.pop(0))
                     # A worker reads only the records of this step's dependencies, all final.
                     upstream = {dep: progress.done[dep] for dep in step.deps_in_plan}
-                    future = self._executor().submit(materializer.run, step, scope, upstream)
+                    future = self._executor().submit(
+                        _run_step, materializer, step, scope, upstream, stop
+                    )
                     running[future] = step.key
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for future in finished:
@@ -73,6 +84,7 @@ class InProcessExecutor:
             # Ctrl-C, a store that went away, a BaseException from an asset: stop starting
             # steps, let the running ones end (they record themselves), and record every step
             # that never ran as skipped, so nothing is left pending. Then re-raise.
+            stop.set()
             for future, key in running.items():
                 if future.cancel():
                     progress.started.discard(key)
@@ -95,6 +107,61 @@ class InProcessExecutor:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _run_step(
+    materializer: Materializer,
+    step: Step,
+    scope: RunScope,
+    upstream: Mapping[StepKey, MaterializationRecord],
+    stop: threading.Event,
+) -> MaterializationRecord:
+    """Run one step through the materializer, again after each failure its retry policy
+    retries (the same path for every attempt; only the final record is returned)."""
+    policy = step.asset.retry
+    if policy is None or policy.max_attempts == 1:
+        return materializer.run(step, scope, upstream)
+    attempt = 1
+    while True:
+        hook = _RetryHook(policy, stop)
+        record = materializer.run(step, scope, upstream, attempt=attempt, on_final=hook)
+        if hook.retry_in is None:
+            return record
+        if stop.wait(hook.retry_in):
+            return materializer.give_up(record, "run interrupted before the retry")
+        attempt = record.attempt + 1
+
+
+class _RetryHook:
+    """Records a step's final record (a materializer ``FinalHook``); when the asset's retry
+    policy retries the failure, records the step ``pending`` again, in the same transaction,
+    and says how long to wait."""
+
+    def __init__(self, policy: RetryPolicy, stop: threading.Event) -> None:
+        self._policy = policy
+        self._stop = stop
+        #: Seconds until the next attempt; None when the record is final.
+        self.retry_in: float | None = None
+
+    def __call__(
+        self,
+        tx: RunTransaction,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        error: BaseException | None,
+    ) -> None:
+        tx.save_materialization(record, lineage=lineage, audit=audit)
+        if (
+            error is not None
+            and record.status == Status.FAILED
+            and not self._stop.is_set()
+            and self._policy.should_retry(error, record.attempt)
+        ):
+            self.retry_in = self._policy.delay(record.attempt)
+            waiting = replace(record, status=Status.PENDING, completed_at=None)
+            tx.save_materialization(waiting, audit=[retry_scheduled_event(record, self.retry_in)])
 
 
 class _Progress:
