@@ -9,9 +9,10 @@ the same all-or-nothing behaviour.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -19,13 +20,36 @@ from flowstone.errors import StoreError
 from flowstone.records import RunStatus, Status
 from flowstone.store import MetadataStore
 from flowstone.store.base import RunTransaction
+from flowstone.store.sql import SQLStore
 from test_store_contract import STORE_KINDS, edge, event, mat, open_test_store, run_record
 
+T = TypeVar("T")
 
-@pytest.fixture(params=STORE_KINDS)
+
+class InStepSessions:
+    """A PostgreSQL store whose run transactions each run in a worker's step session, so they
+    take the direct path (flowstone.store.direct_pg); everything else is the store's own."""
+
+    def __init__(self, store: SQLStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def run_transaction(self, run_id: str, work: Callable[[RunTransaction], T]) -> T:
+        with self._store.step_session(run_id, "-", "-", lock=f"test:{threading.get_ident()}"):
+            return self._store.run_transaction(run_id, work)
+
+
+@pytest.fixture(params=[*STORE_KINDS, pytest.param("postgres-session", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
-    with open_test_store(request.param, tmp_path) as opened:
-        yield opened
+    kind = request.param.removesuffix("-session")
+    with open_test_store(kind, tmp_path) as opened:
+        if kind != request.param:
+            assert isinstance(opened, SQLStore)
+            yield cast("MetadataStore", InStepSessions(opened))
+        else:
+            yield opened
 
 
 class Boom(Exception):

@@ -7,9 +7,14 @@ retries, periodic tasks and stalled-job recovery, and keeps here only what is Fl
   partition, attempt, plain options. A worker resolves the asset name against its own pipeline,
   so nothing named in a job is ever imported.
 - **Two locks per step.** The *queueing lock* ``flowstone:<run>:<asset>:<partition>`` lets one
-  job per step wait in the queue (duplicate enqueues collapse); the *lock*
+  job per step wait in the queue (duplicate enqueues collapse); the *step lock*
   ``flowstone:<asset>:<partition>`` keeps two workers from running the same (asset, partition)
-  at once, whichever runs they belong to.
+  at once, whichever runs they belong to. The step lock is not procrastinate's job ``lock``:
+  with one lock per step, procrastinate's fetch checks every waiting job's lock against every
+  other, and with a few thousand jobs waiting (a wide run) that made each fetch cost tens of
+  milliseconds (procrastinate issue 1242). The worker takes it instead, as a PostgreSQL
+  advisory lock held for the step (:meth:`flowstone.store.sql.SQLStore.step_session`); it
+  ends with the worker's connection when the worker dies.
 - **Enqueue inside the caller's transaction.** :func:`defer_steps` hands procrastinate the
   driver connection of the metadata store's open transaction (``JobManager.batch_defer_jobs(...,
   connection=...)``, which runs procrastinate's ``procrastinate_defer_jobs_v1`` SQL function on
@@ -118,7 +123,7 @@ class StepJob:
 
     @property
     def lock(self) -> str:
-        """At most one job per (asset, partition) runs at a time, across runs."""
+        """The step lock: at most one job per (asset, partition) runs at a time, across runs."""
         return f"flowstone:{self.asset}:{_short(self.partition_key)}"
 
     def queue_job(self, queue: str) -> queue_jobs.Job:
@@ -126,7 +131,7 @@ class StepJob:
         return queue_jobs.Job(
             queue=queue,
             task_name=TASK_NAME,
-            lock=self.lock,
+            lock=None,  # the step lock is the worker's (see the module's docstring)
             queueing_lock=self.queueing_lock,
             task_kwargs=self.to_args(),
         )

@@ -6,8 +6,11 @@ queue's API (``flowstone.worker`` wires it into procrastinate). For one job it:
 1. reads the JSON arguments, resolves the asset name against the worker's own pipeline and
    decodes the partition; anything that does not fit is rejected for good, with the reason
    recorded in the store (nothing named in a job is ever imported);
-2. checks the step's record: a step already final (a duplicate job) or of a run no longer
-   running is a no-op; a ``running`` record is an attempt that died and is superseded;
+2. takes the step lock (two workers never run one (asset, partition) at once) and reads the
+   step's record in the store's step session (:meth:`~flowstone.store.sql.SQLStore.step_session`:
+   on PostgreSQL one connection for the whole step, its writes pipelined); a step already
+   final (a duplicate job) or of a run no longer running is a no-op; a ``running`` record is an
+   attempt that died and is superseded;
 3. runs the materializer, whose final write happens in a run transaction
    (:class:`_Finisher`): it fences out a superseded attempt, applies the asset's retry policy,
    and, for a final status, enqueues the steps made ready or skips those below a failure, and
@@ -16,10 +19,12 @@ queue's API (``flowstone.worker`` wires it into procrastinate). For one job it:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from flowstone.asset import AssetDef
 from flowstone.errors import (
     JobRejectedError,
     PartitionError,
@@ -32,7 +37,7 @@ from flowstone.execution import queue
 from flowstone.execution.scheduling import Outcome, after_final, close_if_done
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer, RunScope
-from flowstone.partitions import decode_partition, encode_partition
+from flowstone.partitions import Partition, decode_partition, encode_partition
 from flowstone.planner import Step, resolve_partition, step_deps
 from flowstone.records import (
     AuditEvent,
@@ -47,6 +52,27 @@ from flowstone.store.base import RunTransaction
 
 #: Builds the scope a step runs in: (run id, the run's I/O manager override) -> RunScope.
 ScopeFactory = Callable[[str, str | None], RunScope]
+#: A step's record in its run (None if it has none) and the run's status (None if unknown).
+StepState = tuple[MaterializationRecord | None, RunStatus | None]
+
+
+@runtime_checkable
+class StepSessions(Protocol):
+    """What a store offers a worker around one step (:class:`~flowstone.store.sql.SQLStore`
+    does; any other store is read through its ordinary methods)."""
+
+    def step_session(
+        self, run_id: str, asset: str, partition_key: str, *, lock: str
+    ) -> AbstractContextManager[StepState]:
+        """Hold the step lock ``lock`` for the block; yield the step's record and run status."""
+        ...
+
+    def find_in_run(
+        self, run_id: str, asset: str, partition_key: str
+    ) -> MaterializationRecord | None:
+        """The run's record of (asset, partition), or None."""
+        ...
+
 
 # Audit columns hold at most 255 characters; a rejected job's names may be anything.
 _MAX_NAME = 200
@@ -73,6 +99,11 @@ class StepRunner:
         self._store = store
         self._materializer = materializer
         self._scope_for = scope_for
+        self._session: Callable[..., AbstractContextManager[StepState]] = self._plain_session
+        self._find: Callable[[str, str, str], MaterializationRecord | None] = self._plain_find
+        if isinstance(store, StepSessions):
+            # One connection per step, the step lock, pipelined writes (PostgreSQL).
+            self._session, self._find = store.step_session, store.find_in_run
 
     def run(
         self, args: Mapping[str, Any], *, job_id: int | None, retries: int, queue_name: str
@@ -95,19 +126,73 @@ class StepRunner:
         except JobRejectedError as exc:
             self._store.append_audit([_malformed_event(args, exc)])
             raise
-        step, record = self._resolve(job, job_id)
+        asset, partition = self._resolve(job, job_id)
+        # The step lock is held from before the record is read until after the final write.
+        with self._session(job.run_id, job.asset, job.partition_key, lock=job.lock) as found:
+            record, run_status = found
+            done = None
+            if record is not None:
+                step = Step(
+                    asset=asset,
+                    partition=partition,
+                    partition_key=job.partition_key,
+                    materialization_id=record.id,
+                    created_at=record.created_at,
+                    deps_in_plan=(),
+                )
+                done = self._execute(
+                    job, step, record, run_status, queue_name=queue_name, retries=retries
+                )
+        if record is None:
+            raise self._reject(
+                job, job_id, f"run {job.run_id} has no step {job.asset!r} {job.partition_key!r}."
+            )
+        assert done is not None
+        if isinstance(done, str):
+            return done
+        final, finisher = done
+        if finisher.retry_in is not None:
+            raise RetryScheduledError(
+                asset=job.asset,
+                attempt=final.attempt,
+                delay_s=finisher.retry_in,
+                error=f"{final.error_type}: {final.error_message}",
+            )
+        if final.status == Status.FAILED:
+            raise StepFailedError(
+                asset=job.asset,
+                partition_key=job.partition_key,
+                run_id=job.run_id,
+                attempt=final.attempt,
+                error=f"{final.error_type}: {final.error_message}",
+            )
+        ready = len(finisher.outcome.ready)
+        return f"{job.asset} {final.status.value} (attempt {final.attempt}); {ready} enqueued"
+
+    def _execute(
+        self,
+        job: queue.StepJob,
+        step: Step,
+        record: MaterializationRecord,
+        run_status: RunStatus | None,
+        *,
+        queue_name: str,
+        retries: int,
+    ) -> str | tuple[MaterializationRecord, _Finisher]:
+        """Run the step inside its session: a message when there is nothing to do, else the
+        final record and what its final write did."""
         # Each start is a new attempt: after one that died (still `running`) or that failed and
         # is retried (`pending` again, with a start time), the next number.
         previous = 0 if record.started_at is None else record.attempt
         attempt = max(job.attempt + retries, previous + 1)
         if record.status not in (Status.PENDING, Status.RUNNING):
             return f"nothing to do: {job.asset} is already {record.status.value}"
-        if record.status == Status.RUNNING:
+        if record.status == Status.RUNNING and run_status != RunStatus.RUNNING:
             # A dead attempt's step (a cancel leaves running steps alone: check the run). The
             # steps of a cancelled run that had not started are `cancelled` already.
-            run = self._store.get_run(job.run_id)
-            if run is None or run.status != RunStatus.RUNNING:
-                return f"nothing to do: run {job.run_id} is {run.status.value if run else 'gone'}"
+            return (
+                f"nothing to do: run {job.run_id} is {run_status.value if run_status else 'gone'}"
+            )
         # Dependencies that are steps of this run are read from this run's records (the others
         # from the latest success in the store, as in an in-process run).
         upstream = {}
@@ -127,36 +212,30 @@ class StepRunner:
             )
         except SupersededAttemptError as exc:
             return str(exc)
-        if finisher.retry_in is not None:
-            raise RetryScheduledError(
-                asset=job.asset,
-                attempt=final.attempt,
-                delay_s=finisher.retry_in,
-                error=f"{final.error_type}: {final.error_message}",
-            )
-        if final.status == Status.FAILED:
-            raise StepFailedError(
-                asset=job.asset,
-                partition_key=job.partition_key,
-                run_id=job.run_id,
-                attempt=final.attempt,
-                error=f"{final.error_type}: {final.error_message}",
-            )
-        ready = len(finisher.outcome.ready)
-        return f"{job.asset} {final.status.value} (attempt {final.attempt}); {ready} enqueued"
+        return final, finisher
 
     # --- the job's step --------------------------------------------------------------------
     def _run_record(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
         # One indexed row, (run, asset, partition) being unique: a worker never reads a whole run.
+        return self._find(run_id, asset, key)
+
+    @contextmanager
+    def _plain_session(
+        self, run_id: str, asset: str, partition_key: str, *, lock: str
+    ) -> Iterator[StepState]:
+        # A store without step sessions (the in-memory one, in tests) has no lock to take.
+        record = self._plain_find(run_id, asset, partition_key)
+        run = self._store.get_run(run_id) if record is not None else None
+        yield record, (run.status if run is not None else None)
+
+    def _plain_find(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
         found = self._store.list_materializations(
             run_id=run_id, asset=asset, partition_key=key, limit=1
         )
         return found[0] if found else None
 
-    def _resolve(
-        self, job: queue.StepJob, job_id: int | None
-    ) -> tuple[Step, MaterializationRecord]:
-        """The step and its record, or a rejection recorded in the store."""
+    def _resolve(self, job: queue.StepJob, job_id: int | None) -> tuple[AssetDef, Partition]:
+        """The job's asset and partition, or a rejection recorded in the store."""
         try:
             asset = self._graph.get(job.asset)
         except UnknownAssetError as exc:
@@ -169,20 +248,7 @@ class StepRunner:
                 )
         except PartitionError as exc:
             raise self._reject(job, job_id, f"bad partition: {exc}") from exc
-        record = self._run_record(job.run_id, job.asset, job.partition_key)
-        if record is None:
-            raise self._reject(
-                job, job_id, f"run {job.run_id} has no step {job.asset!r} {job.partition_key!r}."
-            )
-        step = Step(
-            asset=asset,
-            partition=partition,
-            partition_key=job.partition_key,
-            materialization_id=record.id,
-            created_at=record.created_at,
-            deps_in_plan=(),
-        )
-        return step, record
+        return asset, partition
 
     def _reject(self, job: queue.StepJob, job_id: int | None, reason: str) -> JobRejectedError:
         """Record why a job cannot run (audit, and its step ``failed`` if it has one)."""
@@ -274,15 +340,13 @@ class _Finisher:
         # The queue acknowledges the job durably right after this commit, which flushes it too.
         tx.commit_without_flush()
         tx.save_materialization(record, lineage=lineage, audit=audit)
-        run = tx.get_run()
         policy = graph.get(record.asset).retry
         if (
             error is not None
             and record.status == Status.FAILED
             and policy is not None
             and policy.should_retry(error, record.attempt)
-            and run is not None
-            and run.status == RunStatus.RUNNING
+            and _running(tx)
         ):
             self.retry_in = policy.delay(record.attempt)
             waiting = replace(record, status=Status.PENDING, completed_at=None)
@@ -312,4 +376,10 @@ class _Finisher:
             )
             for r in self.outcome.ready
         ]
-        queue.defer_steps(tx.connection, ready, queue=self._queue)
+        if ready:
+            queue.defer_steps(tx.connection, ready, queue=self._queue)
+
+
+def _running(tx: RunTransaction) -> bool:
+    run = tx.get_run()
+    return run is not None and run.status == RunStatus.RUNNING

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -76,6 +76,13 @@ from flowstone.store.base import (
     clamp_depth,
 )
 from flowstone.store.direct import DirectWriter, prepare
+from flowstone.store.direct_pg import (
+    PgConnection,
+    PgSessions,
+    PgStatement,
+    compile_pg,
+    positional_dialect,
+)
 from flowstone.store.schema import (
     VERSION_TABLE,
     UTCDateTime,
@@ -605,6 +612,11 @@ class SQLStore:
             self._direct_insert_audit = prepare(
                 engine, self._insert_audit, [c.name for c in audit_log.c if c.name != "id"]
             )
+        # A worker's steps skip it on PostgreSQL: see flowstone.store.direct_pg.
+        self._pg: PgSessions | None = None
+        if self._dialect == "postgresql":
+            self._pg = PgSessions(engine, _pg_error)
+            self._pgs = _PgStatements.build(self)
 
     @property
     def engine(self) -> sa.Engine:
@@ -693,6 +705,10 @@ class SQLStore:
                     tx.execute_many(self._direct_insert_edge, [_edge_params(e) for e in lineage])
                 if audit:
                     tx.execute_many(self._direct_insert_audit, [_audit_params(e) for e in audit])
+            return
+        bound = self._pg.bound() if self._pg is not None else None
+        if bound is not None:
+            self._pgs.save(bound, record, lineage, audit)
             return
         with self._serial, self._engine.begin() as conn:
             if record.status == Status.RUNNING and self._dialect == "postgresql":
@@ -1471,13 +1487,65 @@ class SQLStore:
     def run_transaction(self, run_id: str, work: Callable[[RunTransaction], T]) -> T:
         # On SQLite, BEGIN IMMEDIATE already serializes every writer; PostgreSQL takes a
         # transaction-scoped advisory lock on the run id (the run row may not exist yet).
+        bound = self._pg.bound() if self._pg is not None else None
+        if bound is not None:
+            return self._pgs.run_transaction(bound, run_id, work)
         with self._serial, self._engine.begin() as conn:
             if self._dialect == "postgresql":
                 conn.execute(_LOCK_RUN, {"run_id": run_id})
             return work(_SQLRunTransaction(self, conn, run_id))
 
+    # --- step sessions (distributed workers) ------------------------------------------------
+    @contextmanager
+    def step_session(
+        self, run_id: str, asset: str, partition_key: str, *, lock: str
+    ) -> Iterator[tuple[MaterializationRecord | None, RunStatus | None]]:
+        """Hold the step lock named ``lock`` for the block, and read the step's record.
+
+        For a distributed worker running one step. On PostgreSQL the block gets one connection
+        of its own, bound to this thread: the step's reads and writes (its ``running`` record,
+        its run transaction) go through it, pipelined (:mod:`flowstone.store.direct_pg`). The
+        step lock is a session advisory lock on it, so two workers never run the same
+        (asset, partition) at once, whatever runs they serve; a worker that dies releases it
+        with its connection. On SQLite (one machine; no distributed workers) there is no lock.
+
+        Yields:
+            The run's record of the step (None if it has none) and the run's status (None
+            when the record or the run is missing).
+        """
+        if self._pg is None:
+            found = self.list_materializations(
+                run_id=run_id, asset=asset, partition_key=partition_key, limit=1
+            )
+            run = self.get_run(run_id) if found else None
+            yield (found[0] if found else None), (run.status if run else None)
+            return
+        with self._pg.session() as conn:
+            yield self._pgs.lock_step(conn, lock, run_id, asset, partition_key)
+            # Reached only when the block did not raise (on an error the session closes the
+            # connection instead, and the lock ends with it), and when the commit that recorded
+            # the step's outcome did not release the lock already.
+            if conn.step_lock is not None:
+                self._pgs.unlock_step(conn, conn.step_lock)
+
+    @_wraps_errors("read the step")
+    def find_in_run(
+        self, run_id: str, asset: str, partition_key: str
+    ) -> MaterializationRecord | None:
+        """The run's record of (asset, partition), or None (through the thread's step session
+        on PostgreSQL, when one is open)."""
+        bound = self._pg.bound() if self._pg is not None else None
+        if bound is not None:
+            return self._pgs.find(bound, run_id, asset, partition_key)
+        params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
+        with self._serial, self._read.connect() as conn:
+            row = conn.execute(_FIND_IN_RUN, params).first()
+        return None if row is None else _mat_record(row)
+
     def close(self) -> None:
         """Close every pooled connection."""
+        if self._pg is not None:
+            self._pg.close()
         self._read.dispose()  # on SQLite a second engine on the same pool: closes it too
         self._engine.dispose()
 
@@ -2032,3 +2100,323 @@ class _SQLRunTransaction:
     def _audit(self, events: Sequence[AuditEvent]) -> None:
         if events:
             self._conn.execute(self._store._insert_audit, [_audit_params(e) for e in events])
+
+
+# --- the direct PostgreSQL path of a worker's step (see flowstone.store.direct_pg) ----------
+
+#: Advisory lock namespace of step locks: (asset, partition) being run by a worker.
+STEP_LOCK_NAMESPACE = 0x464C5350  # "FLSP"
+_STEP_KEY = sa.func.hashtext(sa.bindparam("step", type_=sa.Text))
+_LOCK_STEP = sa.select(
+    sa.func.pg_advisory_lock(sa.literal(STEP_LOCK_NAMESPACE, sa.Integer), _STEP_KEY)
+)
+_UNLOCK_STEP = sa.select(
+    sa.func.pg_advisory_unlock(sa.literal(STEP_LOCK_NAMESPACE, sa.Integer), _STEP_KEY)
+)
+#: A step's record and its run's status, in one read.
+_STEP_READ = (
+    sa.select(*_MAT_COLUMNS, runs.c.status)
+    .select_from(materializations.outerjoin(runs, runs.c.id == materializations.c.run_id))
+    .where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.asset == sa.bindparam("asset"),
+        materializations.c.partition_key == sa.bindparam("partition_key"),
+    )
+)
+#: As _COUNT_UNFINISHED, with the final statuses as one array parameter (an IN list's
+#: parameters are only known per execution, so it does not compile once).
+_COUNT_UNFINISHED_PG = (
+    sa.select(sa.func.count())
+    .select_from(materializations)
+    .where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.status
+        != sa.all_(
+            sa.bindparam(
+                "final",
+                value=[s.value for s in Status if s.is_final],
+                type_=postgresql.ARRAY(sa.Text),
+            )
+        ),
+    )
+)
+#: The run (all NULL when there is none) and its count of unfinished steps, in one row.
+_RUN_AND_UNFINISHED = sa.select(_COUNT_UNFINISHED_PG.scalar_subquery(), *_RUN_COLUMNS).select_from(
+    sa.select(sa.literal(1).label("one"))
+    .subquery()
+    .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
+)
+_RUN_MATS_ANY = _RUN_MATS.where(
+    materializations.c.asset == sa.any_(sa.bindparam("assets", type_=postgresql.ARRAY(sa.Text)))
+)
+
+
+def _pg_error(exc: Exception, doing: str) -> StoreError:
+    """A psycopg error of the direct path, as :func:`_store_error` words SQLAlchemy's."""
+    import psycopg
+
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, psycopg.IntegrityError):
+        return _store_error(sa.exc.IntegrityError(None, None, exc), doing)
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailableError(
+            f"Could not {doing}: the connection to the metadata database was lost ({detail}). "
+            "Check that the database server is up, then retry."
+        )
+    return StoreError(f"Could not {doing}: {detail}")
+
+
+class _PgStatements:
+    """The store's statements compiled once for the direct path, and the writes made of them."""
+
+    def __init__(self, store: SQLStore) -> None:
+        dialect = positional_dialect(store.engine)
+
+        def pg(stmt: sa.ClauseElement, keys: Sequence[str] | None = None) -> PgStatement:
+            return compile_pg(dialect, stmt, keys)
+
+        mat_keys = [c.name for c in _MAT_COLUMNS]
+        self.upsert_mat = pg(store._upsert_mat, mat_keys)
+        self.upsert_run = pg(store._upsert_run, [c.name for c in _RUN_COLUMNS])
+        self.update_run = pg(store._update_run, [c.name for c in _RUN_COLUMNS])
+        self.insert_edge = pg(store._insert_edge, [c.name for c in lineage.c if c.name != "id"])
+        # No RETURNING: the direct path never reads the new event ids.
+        self.insert_audit = pg(
+            audit_log.insert().return_defaults(supplemental_cols=[]),
+            [c.name for c in audit_log.c if c.name != "id"],
+        )
+        self.get_run = pg(store._get_run)
+        self.find_one = pg(_FIND_IN_RUN)
+        self.run_mats = pg(_RUN_MATS)
+        self.run_mats_of = pg(_RUN_MATS_ANY)
+        self.count_unfinished = pg(_COUNT_UNFINISHED_PG)
+        self.run_and_unfinished = pg(_RUN_AND_UNFINISHED)
+        self.lock_run = pg(_LOCK_RUN)
+        self.take_step_lock = pg(_LOCK_STEP)
+        self.release_step_lock = pg(_UNLOCK_STEP)
+        self.step_read = pg(_STEP_READ)
+
+    @classmethod
+    def build(cls, store: SQLStore) -> _PgStatements:
+        return cls(store)
+
+    # --- writes, queued on a connection -------------------------------------------------
+    def queue_materialization(
+        self,
+        conn: PgConnection,
+        record: MaterializationRecord,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+    ) -> None:
+        conn.queue(self.upsert_mat, _mat_params(record), doing="save the materialization", expect=1)
+        if lineage:
+            conn.queue(self.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage")
+        self.queue_audit(conn, audit)
+
+    def queue_audit(self, conn: PgConnection, audit: Sequence[AuditEvent]) -> None:
+        if audit:
+            conn.queue(
+                self.insert_audit,
+                [_audit_params(e) for e in audit],
+                doing="append to the audit log",
+            )
+
+    def save(
+        self,
+        conn: PgConnection,
+        record: MaterializationRecord,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+    ) -> None:
+        """``save_materialization`` outside a run transaction: one round trip."""
+        # A lone upsert (a `running` record) is a transaction by itself (autocommit).
+        alone = not lineage and not audit
+        if not alone:
+            conn.command("BEGIN")
+        self.queue_materialization(conn, record, lineage, audit)
+        if not alone:
+            conn.command("COMMIT")
+        _send_or_roll_back(conn)
+
+    # --- reads ------------------------------------------------------------------------------
+    def find(
+        self, conn: PgConnection, run_id: str, asset: str, partition_key: str
+    ) -> MaterializationRecord | None:
+        params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
+        rows = conn.read(self.find_one, params, doing="read the materialization")
+        return _mat_record(rows[0]) if rows else None
+
+    def lock_step(
+        self, conn: PgConnection, lock: str, run_id: str, asset: str, partition_key: str
+    ) -> tuple[MaterializationRecord | None, RunStatus | None]:
+        """Take the step lock (waiting for another worker holding it), then read the step's
+        record and its run's status: one round trip, the read after the wait."""
+        conn.queue(self.take_step_lock, {"step": lock}, doing="lock the step")
+        params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
+        rows = conn.read(self.step_read, params, doing="read the step")
+        conn.step_lock, conn.step = lock, (run_id, asset, partition_key)
+        if not rows:
+            return None, None
+        run_status = rows[0][len(_MAT_COLUMNS)]
+        return _mat_record(rows[0]), None if run_status is None else RunStatus(run_status)
+
+    def unlock_step(self, conn: PgConnection, lock: str) -> None:
+        conn.read(self.release_step_lock, {"step": lock}, doing="unlock the step")
+        conn.step_lock = None
+
+    def run_transaction(
+        self, conn: PgConnection, run_id: str, work: Callable[[RunTransaction], T]
+    ) -> T:
+        tx = _PgRunTransaction(self, conn, run_id)
+        try:
+            result = work(tx)
+            conn.command("COMMIT")
+            if tx.outcome_saved and conn.step_lock is not None:
+                # The step's outcome is committed: nothing left to protect, and the lock goes
+                # in the same round trip as the COMMIT.
+                conn.queue(
+                    self.release_step_lock, {"step": conn.step_lock}, doing="unlock the step"
+                )
+                conn.flush()
+                conn.step_lock = None
+            else:
+                conn.flush()
+        except BaseException:
+            _roll_back(conn)
+            raise
+        return result
+
+
+def _send_or_roll_back(conn: PgConnection) -> None:
+    try:
+        conn.flush()
+    except BaseException:
+        _roll_back(conn)
+        raise
+
+
+def _roll_back(conn: PgConnection) -> None:
+    """End a failed transaction, leaving the connection usable (or closed: if the rollback
+    fails, the connection is broken and its step session closes it)."""
+    import psycopg
+
+    conn.discard()
+    if conn.driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with suppress(psycopg.Error):
+            conn.driver.execute("ROLLBACK")
+
+
+_UNREAD: Any = object()
+
+
+class _PgRunTransaction:
+    """A :class:`RunTransaction` on a step session's connection.
+
+    Writes are queued and sent with the next read or the COMMIT (one round trip each). The run
+    lock is the same advisory lock as :class:`_SQLRunTransaction`'s, taken first, so the two
+    kinds of transactions take turns on a run. Within the transaction the run is read once, and
+    the count of unfinished steps comes with that read (until the next write): after a step's
+    final record, :func:`~flowstone.execution.scheduling.after_final` asks for both, so a
+    step that makes nothing ready commits in three round trips.
+    """
+
+    def __init__(self, statements: _PgStatements, conn: PgConnection, run_id: str) -> None:
+        self._s = statements
+        self._conn = conn
+        self._run_id = run_id
+        self._run: RunRecord | None = _UNREAD
+        self._unfinished: int | None = None
+        #: The step of the connection's step session got its outcome in this transaction.
+        self.outcome_saved = False
+        conn.command("BEGIN")
+        conn.queue(statements.lock_run, {"run_id": run_id}, doing="lock the run")
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def connection(self) -> Any:
+        # The job queue writes through it: what is queued goes first.
+        self._conn.flush()
+        self._unfinished = None  # the caller may change anything
+        return self._conn.driver
+
+    def _wrote(self) -> None:
+        self._unfinished = None
+
+    def get_run(self) -> RunRecord | None:
+        if self._run is _UNREAD:
+            (row,) = self._conn.read(
+                self._s.run_and_unfinished, {"run_id": self._run_id}, doing="read the run"
+            )
+            self._unfinished = int(row[0])
+            self._run = None if row[1] is None else _run_record(row[1:])
+        return self._run
+
+    def create_run(
+        self,
+        run: RunRecord,
+        materializations: Sequence[MaterializationRecord] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, run)
+        for record in materializations:
+            check_run_member(self._run_id, record)
+        self._conn.queue(self._s.upsert_run, _run_params(run), doing="create the run")
+        if materializations:
+            self._conn.queue(
+                self._s.upsert_mat,
+                [_mat_params(m) for m in materializations],
+                doing="create the run",
+                expect=len(materializations),
+            )
+        self._s.queue_audit(self._conn, audit)
+        self._run, self._unfinished = _UNREAD, None
+
+    def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        check_run_member(self._run_id, run)
+        self._conn.queue(self._s.update_run, _run_params(run), doing="update the run")
+        self._s.queue_audit(self._conn, audit)
+        self._run, self._unfinished = _UNREAD, None
+
+    def save_materialization(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, record)
+        self._s.queue_materialization(self._conn, record, lineage, audit)
+        self._unfinished = None
+        if (record.run_id, record.asset, record.partition_key) == self._conn.step and (
+            # Final, or pending again after it ran: a retry is scheduled.
+            record.status.is_final
+            or (record.status == Status.PENDING and record.started_at is not None)
+        ):
+            self.outcome_saved = True
+
+    def materializations(self, assets: Sequence[str] | None = None) -> list[MaterializationRecord]:
+        if assets is not None and not assets:
+            return []
+        params: dict[str, Any] = {"run_id": self._run_id}
+        stmt = self._s.run_mats
+        if assets is not None:
+            stmt, params["assets"] = self._s.run_mats_of, list(assets)
+        rows = self._conn.read(stmt, params, doing="read the run's materializations")
+        return [_mat_record(row) for row in rows]
+
+    def commit_without_flush(self) -> None:
+        """Nothing to do: a step session's connection never waits for the flush."""
+
+    def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
+        return self._s.find(self._conn, self._run_id, asset, partition_key)
+
+    def count_unfinished(self) -> int:
+        if self._unfinished is None:
+            rows = self._conn.read(
+                self._s.count_unfinished, {"run_id": self._run_id}, doing="count unfinished steps"
+            )
+            self._unfinished = int(rows[0][0])
+        return self._unfinished
