@@ -390,3 +390,124 @@ def test_a_backfill_of_days_reads_the_hours_and_refuses_to_mix_definitions(
         assert [pipeline.load("daily", d)["hours"] for d in days] == [24, 24]
         with pytest.raises(PartitionError, match="Backfill them separately"):
             pipeline.backfill("daily", start=days[0], end=days[1], with_upstream=True)
+
+
+# --- edge cases found in review -----------------------------------------------------------------
+
+
+def test_both_hours_of_a_fall_back_night_reach_the_day(store_url: str) -> None:
+    hours = fs.HourlyPartitions(start="2025-10-01", end="2025-11-01", timezone="Europe/Paris")
+    days = fs.DailyPartitions(start="2025-10-01", end="2025-11-01", timezone="Europe/Paris")
+
+    @fs.asset(partitioned_by=hours)
+    def readings(ctx):  # type: ignore[no-untyped-def]
+        return 1
+
+    @fs.asset(partitioned_by=days, partition_mappings={"readings": fs.TimeWindowMapping()})
+    def per_day(readings: dict[dt.datetime, int]) -> list[str]:
+        return [key.isoformat() for key in readings]
+
+    with fs.Pipeline([readings, per_day], store=store_url) as pipeline:
+        day = dt.date(2025, 10, 26)
+        pipeline.materialize_all("per_day", partition=day).raise_for_status()
+        keys = pipeline.load("per_day", day)
+        assert len(keys) == 25  # Python's == would merge the two 02:00s into one key
+        assert keys[2:4] == ["2025-10-26T02:00:00+02:00", "2025-10-26T02:00:00+01:00"]
+
+
+def test_an_hour_planned_with_its_day_reads_all_of_the_day_s_hours(store_url: str) -> None:
+    # share[h] reads events[h] (the requested hour) and daily[d]; daily, added by the
+    # planner, needs all 24 hours from this run, not only the requested one.
+    with hourly_pipeline(store_url) as pipeline:
+        at = hour(DAY, 6)
+        run = pipeline.materialize_all("share", partition=at)
+        run.raise_for_status()
+        assert len(run.materializations) == 26
+        assert pipeline.load("share", at) == pytest.approx(6 / sum(range(24)))
+
+
+def test_open_ended_windows_are_read_as_of_the_run_s_creation() -> None:
+    shift = [dt.timedelta()]
+    now = dt.datetime.now(UTC)
+    hours = fs.HourlyPartitions(
+        start=(now - dt.timedelta(days=1)).replace(minute=0, second=0, microsecond=0),
+        now=lambda: dt.datetime.now(UTC) + shift[0],
+    )
+
+    @fs.asset(partitioned_by=hours)
+    def ticks(ctx):  # type: ignore[no-untyped-def]
+        return 1
+
+    @fs.asset(partition_mappings={"ticks": fs.LastPartitions(3)})
+    def recent(ticks: dict[dt.datetime, int]) -> int:
+        return len(ticks)
+
+    graph = AssetGraph([ticks, recent])
+    planned_at = dt.datetime.now(UTC)
+    [before] = graph.reads("recent", None, as_of=planned_at)
+    shift[0] = dt.timedelta(hours=2)  # two more hours complete while the run goes on
+    [same] = graph.reads("recent", None, as_of=planned_at)
+    [live] = graph.reads("recent", None)
+    assert same.keys == before.keys
+    assert live.keys != before.keys
+
+
+def test_a_rolling_window_ending_before_the_upstream_starts_is_refused() -> None:
+    late = fs.HourlyPartitions(start="2025-03-10", end="2025-04-01")
+    with pytest.raises(PartitionError, match="allow_missing=True"):
+        fs.LastPartitions(3).upstream_partitions(DAY, DAYS, late)
+    assert fs.LastPartitions(3, allow_missing=True).upstream_partitions(DAY, DAYS, late) == ()
+
+
+def test_a_single_value_read_that_spans_two_windows_is_refused() -> None:
+    # Lord Howe Island shifts its clocks by 30 minutes: its hours then straddle midnight.
+    zone = "Australia/Lord_Howe"
+    hours = fs.HourlyPartitions(
+        start="2025-04-01", timezone=zone, now=lambda: dt.datetime(2025, 5, 1, tzinfo=UTC)
+    )
+    days = fs.DailyPartitions(start="2025-04-01", end="2025-05-01", timezone=zone)
+
+    @fs.asset(partitioned_by=days)
+    def tide():  # type: ignore[no-untyped-def]
+        return 1
+
+    @fs.asset(partitioned_by=hours, partition_mappings={"tide": fs.TimeWindowMapping()})
+    def hourly_tide(tide):  # type: ignore[no-untyped-def]
+        return tide
+
+    graph = AssetGraph([tide, hourly_tide])
+    straddling = dt.datetime(2025, 4, 6, 23, 30, tzinfo=ZoneInfo(zone))
+    with pytest.raises(PartitionError, match="reads 2 partitions of 'tide'"):
+        graph.reads("hourly_tide", straddling)
+
+
+def test_errors_name_both_assets_and_the_missing_partition(store_url: str) -> None:
+    graph = hourly_pipeline("memory").graph
+    with pytest.raises(PartitionError, match="Asset 'daily' partition 2025-04-01 cannot read"):
+        graph.reads("daily", dt.date(2025, 4, 1))
+    with hourly_pipeline(store_url) as pipeline:
+        at = hour(DAY, 6)
+        pipeline.materialize("events", partition=at).raise_for_status()
+        [failed] = pipeline.materialize("share", partition=at).materializations
+        assert failed.error_message is not None
+        assert failed.error_message.startswith(
+            "Asset 'share' partition 2025-03-04T06:00:00+00:00 needs 'daily' partition 2025-03-04,"
+        )
+
+
+def test_plan_building_stays_linear_in_the_number_of_days() -> None:
+    # Three years of hours below days: each group's new steps only (was quadratic).
+    hours = fs.HourlyPartitions(start="2022-01-01", end="2025-01-01")
+    days = fs.DailyPartitions(start="2022-01-01", end="2025-01-01")
+
+    @fs.asset(partitioned_by=hours)
+    def raw(ctx):  # type: ignore[no-untyped-def]
+        return 1
+
+    @fs.asset(partitioned_by=days, partition_mappings={"raw": fs.TimeWindowMapping()})
+    def day_total(raw):  # type: ignore[no-untyped-def]
+        return 1
+
+    graph = AssetGraph([raw, day_total])
+    plan = plan_run(graph, ["day_total"], partitions=list(days.keys()), with_upstream=True)
+    assert len(plan.steps) == len(days) * 25

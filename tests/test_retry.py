@@ -169,9 +169,7 @@ def test_an_interrupted_run_stops_waiting_and_records_the_failure() -> None:
         stop = threading.Event()
         result: list[MaterializationRecord] = []
         worker = threading.Thread(
-            target=lambda: result.append(
-                inprocess._run_step(materializer, step, scope, {}, stop)
-            )
+            target=lambda: result.append(inprocess._run_step(materializer, step, scope, {}, stop))
         )
         pipeline.store.create_run(
             RunRecord(

@@ -217,3 +217,30 @@ def test_a_failed_hour_skips_the_day_that_reads_it() -> None:
     first = next(s.partition_key for s in plan.steps if s.asset.name == "events")
     outcome = finish(pipeline, plan, "events", Status.FAILED, key=first)
     assert [(r.asset, r.partition_key) for r in outcome.skipped] == [("daily", "d:2025-03-04")]
+
+
+def test_a_step_reading_open_ended_windows_is_readied_as_planned_when_time_moves() -> None:
+    shift = [dt.timedelta()]
+    hours = fs.HourlyPartitions(
+        start=(dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(
+            minute=0, second=0, microsecond=0
+        ),
+        now=lambda: dt.datetime.now(dt.UTC) + shift[0],
+    )
+
+    @fs.asset(partitioned_by=hours)
+    def ticks(ctx):  # type: ignore[no-untyped-def]
+        return 1
+
+    @fs.asset(partition_mappings={"ticks": fs.LastPartitions(3)})
+    def recent(ticks):  # type: ignore[no-untyped-def]
+        return len(ticks)
+
+    pipeline = fs.Pipeline([ticks, recent], store=MemoryStore())
+    plan = start(pipeline)
+    keys = [s.partition_key for s in plan.steps if s.asset.name == "ticks"]
+    assert len(keys) == 3
+    shift[0] = dt.timedelta(hours=2)  # two more hours complete before the steps finish
+    for key in keys[:-1]:
+        assert finish(pipeline, plan, "ticks", Status.SUCCESS, key=key) == Outcome()
+    assert ready(finish(pipeline, plan, "ticks", Status.SUCCESS, key=keys[-1])) == ["recent/n:"]

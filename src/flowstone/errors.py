@@ -142,23 +142,25 @@ class MissingUpstreamError(MaterializationError):
         *,
         missing: Sequence[str] = (),
         read: bool = False,
+        shown: str | None = None,
     ) -> None:
         self.upstream = upstream
         #: The upstream partitions without a successful materialization, as displayed.
         self.missing = tuple(missing)
-        needs = f"Asset {asset!r} needs {upstream!r}"
-        at = self.missing[0] if len(self.missing) == 1 and not read else None
-        if at is not None and partition is None:
-            needs += f" partition {at}"
+        needs = f"Asset {asset!r}"
         if partition is not None:
-            needs += f" for partition {partition!r}"
+            needs += f" partition {shown or repr(partition)}"
+        needs += f" needs {upstream!r}"
+        at = self.missing[0] if len(self.missing) == 1 and not read else None
+        if at not in (None, "-", shown):
+            needs += f" partition {at}"  # another partition than its own: say which
         if read:
             # A mapping reads several upstream partitions: say which are missing.
-            shown = ", ".join(str(p) for p in self.missing[:5])
+            listed = ", ".join(self.missing[:5])
             more = f" and {len(self.missing) - 5} more" if len(self.missing) > 5 else ""
             what = (
                 f", but {len(self.missing)} of the {upstream!r} partitions it reads have no "
-                f"successful materialization: {shown}{more}. Materialize them first (or pass "
+                f"successful materialization: {listed}{more}. Materialize them first (or pass "
                 "allow_missing=True to the partition mapping to read the ones that exist), "
                 "or run with upstream assets (materialize_all / `flowstone materialize "
                 "--with-deps`)."

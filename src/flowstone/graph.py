@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 
 from flowstone.asset import AssetDef
@@ -17,6 +18,7 @@ from flowstone.errors import (
     DefinitionError,
     DuplicateAssetError,
     MissingResourceError,
+    PartitionError,
     UnknownAssetError,
     UnknownDependencyError,
     suggest,
@@ -29,6 +31,7 @@ from flowstone.partitions import (
     PartitionsDefinition,
     TimeWindowPartitions,
     encode_partition,
+    partition_repr,
 )
 
 _IDENTITY = IdentityMapping()
@@ -143,10 +146,14 @@ class AssetGraph:
         two assets partitioned alike, or None when either side is unpartitioned."""
         return self._mappings.get((name, dep))
 
-    def reads(self, name: str, partition: Partition) -> tuple[UpstreamRead, ...]:
+    def reads(
+        self, name: str, partition: Partition, *, as_of: datetime | None = None
+    ) -> tuple[UpstreamRead, ...]:
         """For each dependency of ``name``, what its ``partition`` reads (one entry per
         dependency, in declaration order). This is the one rule the planner, the materializer
-        and the distributed scheduler share.
+        and the distributed scheduler share; they pass the run's creation time as ``as_of``,
+        so open-ended time windows give every step of a run the partitions it was planned
+        with, whenever it runs.
 
         Raises:
             PartitionError: a mapping needs upstream partitions the upstream definition does
@@ -163,15 +170,39 @@ class AssetGraph:
             upstream = self._assets[dep].partitioned_by
             assert upstream is not None  # a mapping is only kept for a partitioned upstream
             down = asset.partitioned_by
-            found.append(
-                UpstreamRead(
-                    dep,
-                    mapping.upstream_partitions(partition, down, upstream),
-                    many=mapping.many(down, upstream),
-                    allow_missing=mapping.allow_missing,
+            many = mapping.many(down, upstream)
+            try:
+                partitions = mapping.upstream_partitions(partition, down, upstream, as_of=as_of)
+            except PartitionError as exc:
+                raise PartitionError(
+                    f"Asset {name!r} partition {partition_repr(partition)} cannot read {dep!r} "
+                    f"through {mapping.describe()}: {exc}"
+                ) from None
+            if not many and len(partitions) > 1:
+                # The definitions promised one window (e.g. hours within days) but this
+                # zone's clock shift breaks it: refuse rather than pass one of them.
+                raise PartitionError(
+                    f"Asset {name!r} partition {partition_repr(partition)} reads "
+                    f"{len(partitions)} partitions of {dep!r} through {mapping.describe()}, "
+                    "where its parameter takes one value (a daylight-saving shift that is not "
+                    "a whole hour?). Partition both assets alike, or read a dict with "
+                    "fs.AllPartitions()/fs.LastPartitions(n)."
                 )
-            )
+            found.append(UpstreamRead(dep, partitions, many, mapping.allow_missing))
         return tuple(found)
+
+    def readers(self, name: str, dep: str, partition: Partition) -> tuple[Partition, ...] | None:
+        """The partitions of ``name`` that may read ``dep``'s ``partition`` (a superset: check
+        each with :meth:`reads`), or None when only looking at every partition can tell."""
+        down = self.get(name).partitioned_by
+        if down is None:
+            return (None,)
+        mapping = self._mappings.get((name, dep))
+        if mapping is None:
+            return None  # below an unpartitioned asset: every partition reads it
+        upstream = self._assets[dep].partitioned_by
+        assert upstream is not None
+        return mapping.downstream_partitions(partition, down, upstream)
 
     def upstream(self, name: str) -> set[str]:
         """Every asset ``name`` depends on, transitively (not ``name`` itself)."""

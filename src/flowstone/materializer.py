@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from flowstone.asset import AssetDef
@@ -344,7 +345,8 @@ class Materializer:
         """The exact materialization of each upstream partition to read, by dependency: from
         this run when it produced it, else the latest success in the store."""
         found: dict[str, _Input] = {}
-        for read in self._graph.reads(step.asset.name, step.partition):
+        # As of the run's creation: an open-ended window read what the run planned.
+        for read in self._graph.reads(step.asset.name, step.partition, as_of=step.created_at):
             records: list[tuple[MaterializationRecord, Partition]] = []
             missing: list[str] = []
             for partition, key in zip(read.partitions, read.keys, strict=True):
@@ -359,7 +361,12 @@ class Materializer:
                     missing.append(partition_repr(partition))
             if missing:
                 raise MissingUpstreamError(
-                    step.asset.name, step.partition, read.dep, missing=missing, read=read.many
+                    step.asset.name,
+                    step.partition,
+                    read.dep,
+                    missing=missing,
+                    read=read.many,
+                    shown=partition_repr(step.partition),
                 )
             found[read.dep] = _Input(read, tuple(records))
         return found
@@ -370,11 +377,13 @@ class Materializer:
         dep = self._graph.get(given.read.dep)
         hint = self._input_type(asset, dep.name)
         if not given.read.many:
+            if not given.found:
+                return None  # allow_missing, and the one partition it reads is missing
             record, partition = given.found[0]
             return self._load(dep, record, partition, io, type_hint=hint)
         value_hint = _mapping_value_type(hint)
         return {
-            partition: self._load(dep, record, partition, io, type_hint=value_hint)
+            _dict_key(partition): self._load(dep, record, partition, io, type_hint=value_hint)
             for record, partition in given.found
         }
 
@@ -521,6 +530,18 @@ class _Input:
 
     read: UpstreamRead
     found: tuple[tuple[MaterializationRecord, Partition], ...]
+
+
+def _dict_key(partition: Partition) -> Partition:
+    """``partition`` as a key of the dict an asset receives. An aware datetime gets a fixed UTC
+    offset: in its zone, the two 01:30s of a daylight-saving fall-back are ``==`` (Python
+    compares same-zone datetimes by wall time), so one hour's value would overwrite the
+    other's."""
+    if isinstance(partition, datetime) and partition.tzinfo is not None:
+        return partition.astimezone(timezone(partition.utcoffset() or timedelta()))
+    if isinstance(partition, tuple):
+        return tuple(_dict_key(p) for p in partition)
+    return partition
 
 
 def _mapping_value_type(hint: Any) -> Any:

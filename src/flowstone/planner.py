@@ -110,19 +110,30 @@ def resolve_partition(asset: AssetDef, partition: Partition) -> Partition:
     return definition.validate(partition)
 
 
-def step_deps(graph: AssetGraph, asset: str, partition: Partition) -> list[StepKey]:
+def step_deps(
+    graph: AssetGraph, asset: str, partition: Partition, *, as_of: datetime | None = None
+) -> list[StepKey]:
     """The (asset, encoded partition) of every upstream partition ``asset`` reads for
-    ``partition``, through its partition mappings (:meth:`AssetGraph.reads`)."""
-    return [(read.dep, key) for read in graph.reads(asset, partition) for key in read.keys]
+    ``partition``, through its partition mappings (:meth:`AssetGraph.reads`; ``as_of``: the
+    run's creation time)."""
+    return [
+        (read.dep, key) for read in graph.reads(asset, partition, as_of=as_of) for key in read.keys
+    ]
 
 
 def deps_in(
-    graph: AssetGraph, asset: str, partition: Partition, present: Collection[StepKey]
+    graph: AssetGraph,
+    asset: str,
+    partition: Partition,
+    present: Collection[StepKey],
+    *,
+    as_of: datetime | None = None,
 ) -> tuple[StepKey, ...]:
     """The dependencies of ``asset``'s ``partition`` that are steps of the same run (those in
     ``present``); the others are read from the store. The planner's rule, also applied when a
-    run is rebuilt from its stored records."""
-    return tuple(dict.fromkeys(k for k in step_deps(graph, asset, partition) if k in present))
+    run is rebuilt from its stored records (with ``as_of``, the run's creation time)."""
+    found = step_deps(graph, asset, partition, as_of=as_of)
+    return tuple(dict.fromkeys(k for k in found if k in present))
 
 
 def plan_run(
@@ -159,19 +170,32 @@ def plan_run(
             f"{partition_repr(requested[0])} was given. Drop the partition, or declare the asset "
             "with @asset(partitioned_by=...)."
         )
+    # Open-ended time windows are read as of this instant by every step of the run.
+    created_at = utcnow()
     # (asset, key) -> (partition, group): the group is the requested partition it serves first.
     wanted: dict[StepKey, tuple[Partition, int]] = {}
     for group, partition in enumerate(partitions):
-        seeds = _seeds(assets, partition)
-        for asset, value in seeds:
-            wanted.setdefault((asset, encode_partition(value)), (value, group))
-        _derive(graph, selected, {name for name, _ in seeds}, group, wanted)
+        seeds = [
+            (name, encode_partition(value), value) for name, value in _seeds(assets, partition)
+        ]
+        new = [(name, key) for name, key, _ in seeds if (name, key) not in wanted]
+        for name, key, value in seeds:
+            wanted.setdefault((name, key), (value, group))
+        _derive(
+            graph,
+            selected=selected,
+            seeds={(n, k) for n, k, _ in seeds},
+            new=new,
+            group=group,
+            wanted=wanted,
+            as_of=created_at,
+        )
+    planned = {name for name, _ in wanted}
     for name in target_names:
-        if not any(asset == name for asset, _ in wanted):
+        if name not in planned:
             # Neither the request nor an asset below gave it a partition: say why.
             for partition in partitions:
                 resolve_partition(graph.get(name), partition)
-    created_at = utcnow()
     present = wanted.keys()
     steps = {
         key: Step(
@@ -180,12 +204,12 @@ def plan_run(
             partition_key=key[1],
             materialization_id=new_id(),
             created_at=created_at,
-            deps_in_plan=deps_in(graph, key[0], value, present),
+            deps_in_plan=deps_in(graph, key[0], value, present, as_of=created_at),
         )
         for key, (value, _group) in wanted.items()
     }
     position = {name: i for i, name in enumerate(graph.topological_order())}
-    order = _dependencies_first(
+    order = dependencies_first(
         steps, lambda key: (wanted[key][1], wanted[key][0] is not None, position[key[0]])
     )
     return RunPlan(
@@ -219,34 +243,38 @@ def _holds(definition: PartitionsDefinition, partition: Partition) -> bool:
 
 def _derive(
     graph: AssetGraph,
+    *,
     selected: set[str],
-    seeded: set[str],
+    seeds: set[StepKey],
+    new: list[StepKey],
     group: int,
     wanted: dict[StepKey, tuple[Partition, int]],
+    as_of: datetime,
 ) -> None:
-    """Add the upstream partitions the planned steps of ``group`` read, for the selected
-    upstream assets that did not take the requested partition itself (not ``seeded``).
-    Assets are visited downstream first, so a derived step's own upstream is derived in
-    turn."""
-    # Steps of earlier groups had their upstream derived with their own group.
-    by_asset: dict[str, list[Partition]] = {}
-    for (name, _key), (value, of_group) in wanted.items():
-        if of_group == group:
-            by_asset.setdefault(name, []).append(value)
+    """Add the upstream partitions that ``new`` steps (of ``group``) read, for the selected
+    upstream assets, visiting assets downstream first so an added step's own upstream is added
+    in turn. A seed (a step that took the requested partition itself) reads only its seeded
+    upstream assets' requested partition, the rest from the store: a rolling window re-runs
+    today, not the days before. A step added here reads everything it needs from the run."""
+    seeded_assets = {name for name, _ in seeds}
+    by_asset: dict[str, list[StepKey]] = {}
+    for key in new:
+        by_asset.setdefault(key[0], []).append(key)
     for name in reversed(graph.topological_order()):
-        if name not in selected:
-            continue
-        for value in by_asset.get(name, ()):
-            for read in graph.reads(name, value):
-                if read.dep not in selected or read.dep in seeded:
+        for key in by_asset.get(name, ()):
+            value = wanted[key][0]
+            for read in graph.reads(name, value, as_of=as_of):
+                if read.dep not in selected:
                     continue
-                for up, key in zip(read.partitions, read.keys, strict=True):
-                    if (read.dep, key) not in wanted:
-                        wanted[(read.dep, key)] = (up, group)
-                        by_asset.setdefault(read.dep, []).append(up)
+                if key in seeds and read.dep in seeded_assets:
+                    continue
+                for up, up_key in zip(read.partitions, read.keys, strict=True):
+                    if (read.dep, up_key) not in wanted:
+                        wanted[(read.dep, up_key)] = (up, group)
+                        by_asset.setdefault(read.dep, []).append((read.dep, up_key))
 
 
-def _dependencies_first(
+def dependencies_first(
     steps: Mapping[StepKey, Step], priority: Callable[[StepKey], tuple[int, bool, int]]
 ) -> list[StepKey]:
     """A topological order of ``steps`` by their in-plan dependencies, taking among the ready

@@ -140,7 +140,7 @@ class RunResumer:
         its dependencies in ``present`` (the planner's rule, applied to stored keys)."""
         asset = self._graph.get(record.asset)
         partition = resolve_partition(asset, decode_partition(record.partition_key))
-        deps = deps_in(self._graph, asset.name, partition, present)
+        deps = deps_in(self._graph, asset.name, partition, present, as_of=record.created_at)
         return Step(
             asset=asset,
             partition=partition,

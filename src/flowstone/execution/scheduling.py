@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer
-from flowstone.partitions import IdentityMapping, Partition, decode_partition, encode_partition
-from flowstone.planner import UNPARTITIONED_KEY, Step, step_deps
+from flowstone.partitions import Partition, decode_partition, encode_partition
+from flowstone.planner import Step, step_deps
 from flowstone.records import (
     AuditEvent,
     MaterializationRecord,
@@ -126,7 +126,10 @@ def _ready_children(
     for child in _children_in_run(tx, graph, done.asset, partition):
         if child.status != Status.PENDING:
             continue
-        deps = step_deps(graph, child.asset, decode_partition(child.partition_key))
+        # As of the run's creation, as the planner computed them (open-ended windows).
+        deps = step_deps(
+            graph, child.asset, decode_partition(child.partition_key), as_of=child.created_at
+        )
         if key not in deps:
             continue
         # A dependency outside the run is read from the store's latest success when it runs.
@@ -139,21 +142,20 @@ def _ready_children(
 def _children_in_run(
     tx: RunTransaction, graph: AssetGraph, asset: str, partition: Partition
 ) -> list[MaterializationRecord]:
-    """The run's steps of ``asset``'s dependents that may read ``(asset, partition)``: one
-    point lookup each where the partition flows unchanged (or into an unpartitioned child);
-    every step of the child otherwise (below an unpartitioned asset, or through a partition
-    mapping), which the caller filters by what each step reads."""
+    """The run's steps of ``asset``'s dependents that may read ``(asset, partition)`` (the
+    caller checks what each reads): point lookups of the partitions the edge's mapping names
+    (the same partition, the day of an hour, the hours of a day...); every step of the child
+    when only a scan can tell (below an unpartitioned asset, all partitions)."""
     found: list[MaterializationRecord] = []
     for child in graph.dependents(asset):
-        if graph.get(child).partitioned_by is None:
-            record = tx.find(child, UNPARTITIONED_KEY)
-        elif isinstance(graph.mapping(child, asset), IdentityMapping):
-            record = tx.find(child, encode_partition(partition))
-        else:
+        readers = graph.readers(child, asset, partition)
+        if readers is None:
             found += tx.materializations([child])
             continue
-        if record is not None:
-            found.append(record)
+        for reader in readers:
+            record = tx.find(child, encode_partition(reader))
+            if record is not None:
+                found.append(record)
     return found
 
 
@@ -179,7 +181,8 @@ def _skip_below(
         if record.status != Status.PENDING:
             continue
         step = step_of(graph, record)
-        if blocked.intersection(step_deps(graph, record.asset, step.partition)):
+        deps = step_deps(graph, record.asset, step.partition, as_of=record.created_at)
+        if blocked.intersection(deps):
             skipped.append(materializer.skip(step, tx.run_id, reason, within=tx))
             blocked.add(step.key)
     return skipped

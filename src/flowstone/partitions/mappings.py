@@ -40,7 +40,7 @@ Example::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flowstone.errors import DefinitionError, PartitionError
 from flowstone.partitions.definitions import MultiPartitions, PartitionsDefinition
@@ -102,13 +102,30 @@ class PartitionMapping(ABC):
         partition: Partition,
         downstream: PartitionsDefinition | None,
         upstream: PartitionsDefinition,
+        *,
+        as_of: datetime | None = None,
     ) -> tuple[Partition, ...]:
         """The upstream partitions ``partition`` reads, in the upstream's order.
+
+        ``as_of`` fixes "now" for open-ended time windows (a run's creation time), so a step
+        reads what its run planned even when it runs after a new window has completed.
 
         Raises:
             PartitionError: a partition it needs is not in the upstream definition (unless
                 ``allow_missing``).
         """
+
+    def downstream_partitions(
+        self,
+        partition: Partition,
+        downstream: PartitionsDefinition,
+        upstream: PartitionsDefinition,
+    ) -> tuple[Partition, ...] | None:
+        """The downstream partitions that may read upstream ``partition`` (a superset is
+        fine: callers check each with :meth:`upstream_partitions`), or None when only a scan
+        of every downstream partition can tell. Lets the distributed scheduler find the steps
+        a success may make ready with point lookups."""
+        return None
 
     def describe(self) -> str:
         """How messages name this mapping."""
@@ -131,11 +148,16 @@ class PartitionMapping(ABC):
 
     # --- shared helpers --------------------------------------------------------------------
     def _span(
-        self, upstream: PartitionsDefinition, first: int, last: int, why: str
+        self,
+        upstream: PartitionsDefinition,
+        first: int,
+        last: int,
+        why: str,
+        as_of: datetime | None,
     ) -> tuple[Partition, ...]:
         """The upstream keys at positions ``first .. last``; positions outside the definition
-        fail, or are dropped with ``allow_missing``."""
-        size = len(upstream)
+        (as of ``as_of``) fail, or are dropped with ``allow_missing``."""
+        size = size_as_of(upstream, as_of)
         if (first < 0 or last >= size) and not self._allow_missing:
             held = (
                 "holds no partition yet"
@@ -178,6 +200,8 @@ class IdentityMapping(PartitionMapping):
         partition: Partition,
         downstream: PartitionsDefinition | None,
         upstream: PartitionsDefinition,
+        *,
+        as_of: datetime | None = None,
     ) -> tuple[Partition, ...]:
         if downstream is upstream or downstream == upstream:
             return (partition,)  # validated against the downstream definition already
@@ -187,6 +211,14 @@ class IdentityMapping(PartitionMapping):
             if self._allow_missing:
                 return ()
             raise
+
+    def downstream_partitions(
+        self,
+        partition: Partition,
+        downstream: PartitionsDefinition,
+        upstream: PartitionsDefinition,
+    ) -> tuple[Partition, ...] | None:
+        return (partition,)
 
 
 class AllPartitions(PartitionMapping):
@@ -214,7 +246,11 @@ class AllPartitions(PartitionMapping):
         partition: Partition,
         downstream: PartitionsDefinition | None,
         upstream: PartitionsDefinition,
+        *,
+        as_of: datetime | None = None,
     ) -> tuple[Partition, ...]:
+        if isinstance(upstream, TimeWindowPartitions):
+            return _keys_at(upstream, 0, size_as_of(upstream, as_of))
         return tuple(upstream.keys())
 
 
@@ -271,9 +307,11 @@ class LastPartitions(PartitionMapping):
         partition: Partition,
         downstream: PartitionsDefinition | None,
         upstream: PartitionsDefinition,
+        *,
+        as_of: datetime | None = None,
     ) -> tuple[Partition, ...]:
         if downstream is None:
-            size = len(upstream)
+            size = size_as_of(upstream, as_of)
             if size == 0 and not self._allow_missing:
                 raise PartitionError(
                     f"LastPartitions({self._n}) has nothing to read: {upstream.describe()} "
@@ -287,8 +325,21 @@ class LastPartitions(PartitionMapping):
             assert isinstance(upstream, TimeWindowPartitions)
             last = upstream.position_at(downstream.window(partition)[1] - _TICK)
         why = f"{partition_repr(partition)} (LastPartitions({self._n}))"
-        # Fewer than n near the upstream's start is the nature of a rolling window, not a gap.
-        return self._span(upstream, max(last - self._n + 1, 0), last, why)
+        # Fewer than n near the upstream's start is the nature of a rolling window, not a gap;
+        # a window that ends before the upstream starts is one.
+        first = max(last - self._n + 1, 0) if last >= 0 else last
+        return self._span(upstream, first, last, why, as_of)
+
+    def downstream_partitions(
+        self,
+        partition: Partition,
+        downstream: PartitionsDefinition,
+        upstream: PartitionsDefinition,
+    ) -> tuple[Partition, ...] | None:
+        if downstream is not upstream and downstream != upstream:
+            return None
+        at = upstream.index(partition)
+        return _keys_at(downstream, at, min(at + self._n, len(downstream)))
 
     def __repr__(self) -> str:
         extra = ", allow_missing=True" if self._allow_missing else ""
@@ -338,12 +389,26 @@ class TimeWindowMapping(PartitionMapping):
         partition: Partition,
         downstream: PartitionsDefinition | None,
         upstream: PartitionsDefinition,
+        *,
+        as_of: datetime | None = None,
     ) -> tuple[Partition, ...]:
         assert isinstance(downstream, TimeWindowPartitions)
         assert isinstance(upstream, TimeWindowPartitions)
         start, end = downstream.window(partition)
         first, last = upstream.position_at(start), upstream.position_at(end - _TICK)
-        return self._span(upstream, first, last, partition_repr(partition))
+        return self._span(upstream, first, last, partition_repr(partition), as_of)
+
+    def downstream_partitions(
+        self,
+        partition: Partition,
+        downstream: PartitionsDefinition,
+        upstream: PartitionsDefinition,
+    ) -> tuple[Partition, ...] | None:
+        assert isinstance(downstream, TimeWindowPartitions)
+        assert isinstance(upstream, TimeWindowPartitions)
+        start, end = upstream.window(partition)
+        first, last = downstream.position_at(start), downstream.position_at(end - _TICK)
+        return _keys_at(downstream, max(first, 0), min(last + 1, len(downstream)))
 
 
 class DimensionMapping(PartitionMapping):
@@ -408,6 +473,8 @@ class DimensionMapping(PartitionMapping):
         partition: Partition,
         downstream: PartitionsDefinition | None,
         upstream: PartitionsDefinition,
+        *,
+        as_of: datetime | None = None,
     ) -> tuple[Partition, ...]:
         if isinstance(downstream, MultiPartitions):
             assert isinstance(partition, tuple)
@@ -422,12 +489,31 @@ class DimensionMapping(PartitionMapping):
             if isinstance(key, tuple) and encode_partition(key[at]) == wanted
         )
 
+    def downstream_partitions(
+        self,
+        partition: Partition,
+        downstream: PartitionsDefinition,
+        upstream: PartitionsDefinition,
+    ) -> tuple[Partition, ...] | None:
+        if isinstance(upstream, MultiPartitions):
+            assert isinstance(partition, tuple)
+            return (partition[upstream.dimension_names.index(self._dimension)],)
+        return None  # every grid key with this day: the scan finds them
+
     def __repr__(self) -> str:
         extra = ", allow_missing=True" if self._allow_missing else ""
         return f"DimensionMapping({self._dimension!r}{extra})"
 
     def _key(self) -> tuple[object, ...]:
         return (self._dimension, self._allow_missing)
+
+
+def size_as_of(definition: PartitionsDefinition, as_of: datetime | None) -> int:
+    """How many keys ``definition`` held at ``as_of`` (now when None): open-ended time windows
+    grow with the clock; every other definition is fixed."""
+    if as_of is None or not isinstance(definition, TimeWindowPartitions):
+        return len(definition)
+    return min(len(definition), definition.size_as_of(as_of))
 
 
 def _keys_at(definition: PartitionsDefinition, first: int, stop: int) -> tuple[Partition, ...]:

@@ -165,9 +165,14 @@ class TimeWindowPartitions(PartitionsDefinition):
         return now
 
     def __len__(self) -> int:
+        return self.size_as_of(self._now())
+
+    def size_as_of(self, now: datetime) -> int:
+        """How many keys the definition holds at the aware instant ``now`` (a definition with
+        an ``end`` always holds the same)."""
         if self._end_count is not None:
             return self._end_count
-        return max(0, self._count_as_of(self._now()) + self._end_offset)
+        return max(0, self._count_as_of(now) + self._end_offset)
 
     def keys(self) -> Iterator[Partition]:
         """Iterate over the keys in time order, lazily."""

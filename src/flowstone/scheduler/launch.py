@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from flowstone.partitions import Partition, decode_partition
 from flowstone.pipeline import Pipeline
-from flowstone.planner import RunPlan, Step, StepKey, deps_in, plan_run
+from flowstone.planner import RunPlan, Step, StepKey, dependencies_first, deps_in, plan_run
 from flowstone.records import (
     AuditEvent,
     MaterializationRecord,
@@ -91,28 +91,26 @@ def plan_from_pending(
         return f"asset(s) {', '.join(map(repr, missing))} are no longer in the pipeline"
     order = {name: i for i, name in enumerate(pipeline.graph.topological_order())}
     in_plan: set[StepKey] = {(r.asset, r.partition_key) for r in pending}
-    steps = []
+    steps: dict[StepKey, Step] = {}
     for record in pending:
         asset = pipeline.graph.get(record.asset)
         value = decode_partition(record.partition_key)
-        deps = deps_in(pipeline.graph, asset.name, value, in_plan)
-        steps.append(
-            Step(
-                asset=asset,
-                partition=value,
-                partition_key=record.partition_key,
-                materialization_id=record.id,
-                created_at=record.created_at,
-                deps_in_plan=deps,
-            )
+        deps = deps_in(pipeline.graph, asset.name, value, in_plan, as_of=record.created_at)
+        steps[(asset.name, record.partition_key)] = Step(
+            asset=asset,
+            partition=value,
+            partition_key=record.partition_key,
+            materialization_id=record.id,
+            created_at=record.created_at,
+            deps_in_plan=deps,
         )
-    # Dependencies first: unpartitioned assets, then by topological order.
-    steps.sort(key=lambda s: (s.partition_key != "n:", order[s.asset.name]))
+    # Dependencies first (the planner's order): unpartitioned assets, then by topology.
+    ranked = dependencies_first(steps, lambda key: (0, key[1] != "n:", order[key[0]]))
     return RunPlan(
         run_id=run.id,
         targets=run.targets,
         partition_key=run.partition_key,
-        steps=tuple(steps),
+        steps=tuple(steps[key] for key in ranked),
         created_at=run.created_at,
     )
 
