@@ -578,3 +578,42 @@ def test_import_flowstone_leaves_feature_modules_unloaded() -> None:
     code = f"import sys, flowstone; print(sorted(set({heavy!r}) & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- partitions that wait for an approval -----------------------------------------------------
+
+
+def test_partitions_waiting_for_approval_are_counted_apart_and_never_asked_twice(
+    store_url: str,
+) -> None:
+    days = fs.DailyPartitions(start="2025-01-01", end="2025-01-04")
+    runs: Counter[Any] = Counter()
+
+    @fs.asset(partitioned_by=days, approval=fs.Approval("Publish this day?"))
+    def publish(ctx):  # type: ignore[no-untyped-def]
+        runs[ctx.partition] += 1
+        return ctx.partition.day
+
+    @fs.asset(partitioned_by=days)
+    def announce(publish):  # type: ignore[no-untyped-def]
+        return publish * 10
+
+    with fs.Pipeline([publish, announce], store=store_url) as pipeline:
+        first = pipeline.backfill("announce", partitions="all", with_upstream=True)
+        record = first.backfill
+        assert (record.status, record.waiting, record.failed) == (BackfillStatus.WAITING, 3, 0)
+        requests = pipeline.approvals()
+        assert len(requests) == 3
+
+        again = pipeline.resume_backfill(record.id).backfill
+        assert (again.status, again.waiting) == (BackfillStatus.WAITING, 3)
+        assert len(pipeline.approvals()) == 3  # nobody asked twice
+
+        by_day = {r.partition: r for r in requests}
+        pipeline.approve(by_day[dt.date(2025, 1, 1)].id, by="ana")
+        pipeline.reject(by_day[dt.date(2025, 1, 2)].id, by="ana", reason="not yet")
+        after = pipeline.resume_backfill(record.id).backfill
+        assert (after.success, after.waiting) == (1, 2)  # approved; rejected asks again
+        assert pipeline.load("announce", dt.date(2025, 1, 1)) == 10
+        assert len(pipeline.approvals()) == 2
+        assert runs[dt.date(2025, 1, 3)] == 0  # a gate asks before the asset runs

@@ -153,7 +153,8 @@ class Backfiller:
     def resume(
         self, backfill_id: str, *, by: str | None = None, progress: ProgressCallback | None = None
     ) -> BackfillResult:
-        """Run every partition not successful yet: failed, canceled, never reached."""
+        """Run every partition not successful yet: failed, canceled, never reached; and record
+        how partitions that waited for an approval ended (one still waiting is left as is)."""
         record = self.get(backfill_id)
         if record.status == BackfillStatus.SUCCESS:
             return BackfillResult(backfill=record, run_ids=(), failures=(), elapsed_s=0.0)
@@ -161,7 +162,12 @@ class Backfiller:
         claimed = self._claim(record, owner, "backfill.resumed", by)
         cursor = claimed.cursor
         self._telemetry.emit("backfill.resume", {"backfill_id": record.id, "kind": "resume"})
-        todo = claimed.failed + claimed.count(PartitionOutcome.CANCELED) + claimed.remaining
+        todo = (
+            claimed.failed
+            + claimed.waiting
+            + claimed.count(PartitionOutcome.CANCELED)
+            + claimed.remaining
+        )
 
         def steps(run: BackfillPass) -> None:
             run.revisit(None, before=cursor)

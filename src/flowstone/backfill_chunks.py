@@ -161,15 +161,20 @@ class BackfillPass:
         was = {p: row.outcome for p, row in previous.items()}
         outcomes: dict[int, PartitionOutcome] = {}
         to_run: list[tuple[int, Partition]] = []
+        # A partition still waiting for its approval is left to the decision: running it
+        # again would ask a second time.
+        still_waiting = _waiting_rows(self._store, previous)
         for (position, value), key in zip(chunk, keys, strict=True):
             if key in mine or key in earlier:
                 outcomes[position] = (
                     PartitionOutcome.SUCCESS if key in mine else PartitionOutcome.SKIPPED
                 )
+            elif position in still_waiting:
+                outcomes[position] = PartitionOutcome.WAITING
             else:
                 to_run.append((position, value))
         self._tally.settled((outcomes[p], was.get(p)) for p in outcomes)
-        rows: list[BackfillPartition] = []
+        rows: list[BackfillPartition] = [previous[p] for p in still_waiting]
         if to_run:
             result = self._run(to_run, was)
             self.upstream_failure = upstream_failure(result, set(self._partitioned))
@@ -251,6 +256,18 @@ def new_run(plan: RunPlan, backfill_id: str) -> tuple[RunRecord, AuditEvent]:
         correlation_id=run.id,
     )
     return run, started
+
+
+def _waiting_rows(store: MetadataStore, previous: Mapping[int, BackfillPartition]) -> set[int]:
+    """The positions of ``previous`` rows whose step still waits for its approval."""
+    found = set()
+    for position, row in previous.items():
+        if row.outcome != PartitionOutcome.WAITING or row.materialization_id is None:
+            continue
+        record = store.get_materialization(row.materialization_id)
+        if record is not None and record.status == Status.WAITING_APPROVAL:
+            found.add(position)
+    return found
 
 
 def partition_rows(

@@ -119,6 +119,8 @@ def step_outcome(record: MaterializationRecord) -> PartitionOutcome:
         return PartitionOutcome.SUCCESS
     if record.status == Status.SKIPPED and record.error_message == CANCELED_REASON:
         return PartitionOutcome.CANCELED
+    if record.status == Status.WAITING_APPROVAL:
+        return PartitionOutcome.WAITING
     return PartitionOutcome.FAILED
 
 

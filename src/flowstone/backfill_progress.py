@@ -30,7 +30,8 @@ log = logging.getLogger("flowstone.backfill")
 class BackfillProgress:
     """A snapshot of a running backfill, handed to ``progress`` callbacks.
 
-    ``success``, ``skipped``, ``failed`` and ``canceled`` count the whole backfill. ``running``,
+    ``success``, ``skipped``, ``failed``, ``canceled`` and ``waiting`` (for an approval) count
+    the whole backfill. ``running``,
     ``remaining``, ``rate`` and ``eta_s`` are about the current pass: a resume or a retry only
     works through what is not successful yet.
 
@@ -55,6 +56,7 @@ class BackfillProgress:
     rate: float | None
     #: Seconds until the pass ends at the current rate; None while the rate is unknown.
     eta_s: float | None
+    waiting: int = 0
 
     @property
     def done(self) -> int:
@@ -131,6 +133,7 @@ class Tally:
                 skipped=counts[PartitionOutcome.SKIPPED],
                 failed=counts[PartitionOutcome.FAILED],
                 canceled=counts[PartitionOutcome.CANCELED],
+                waiting=counts[PartitionOutcome.WAITING],
                 running=running,
                 remaining=remaining,
                 elapsed_s=elapsed,

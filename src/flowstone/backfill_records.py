@@ -41,11 +41,19 @@ class BackfillStatus(enum.StrEnum):
     FAILED = "failed"
     #: Stopped by a cancel before every partition ran (``resume`` continues).
     CANCELED = "canceled"
+    #: Every partition ran, none failed, and some wait for an approval: decide them (the
+    #: decision continues their runs), then ``resume`` records how they ended.
+    WAITING = "waiting"
 
     @property
     def is_final(self) -> bool:
         """True when no process works on the backfill."""
-        return self in (BackfillStatus.SUCCESS, BackfillStatus.FAILED, BackfillStatus.CANCELED)
+        return self in (
+            BackfillStatus.SUCCESS,
+            BackfillStatus.FAILED,
+            BackfillStatus.CANCELED,
+            BackfillStatus.WAITING,
+        )
 
 
 class PartitionOutcome(enum.StrEnum):
@@ -59,6 +67,9 @@ class PartitionOutcome(enum.StrEnum):
     FAILED = "failed"
     #: Not run because the backfill was canceled while its chunk ran.
     CANCELED = "canceled"
+    #: A step asked for an approval; its decision continues the partition's run (a resume
+    #: then records how it ended, and never asks again while it is pending).
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +121,11 @@ class BackfillRecord:
     def failed(self) -> int:
         """Partitions whose last attempt failed."""
         return self.count(PartitionOutcome.FAILED)
+
+    @property
+    def waiting(self) -> int:
+        """Partitions waiting for an approval."""
+        return self.count(PartitionOutcome.WAITING)
 
     @property
     def canceled(self) -> int:

@@ -152,7 +152,9 @@ def final_status(run: BackfillPass, before: BackfillStatus | None) -> BackfillSt
         # Only a retry-failed pass ends with partitions never reached: keep a cancel visible.
         canceled = before == BackfillStatus.CANCELED
         return BackfillStatus.CANCELED if canceled else BackfillStatus.FAILED
-    return BackfillStatus.FAILED if record.failed else BackfillStatus.SUCCESS
+    if record.failed:
+        return BackfillStatus.FAILED
+    return BackfillStatus.WAITING if record.waiting else BackfillStatus.SUCCESS
 
 
 def summary(record: BackfillRecord, stop_reason: str | None = None) -> dict[str, Any]:

@@ -219,6 +219,15 @@ def _finish(result: BackfillResult, as_json: bool) -> int:
     if result.ok:
         print(f"Backfill {record.id} succeeded in {took}.", file=sys.stderr)
         return _OK
+    if record.status == BackfillStatus.WAITING:
+        # As for a run: waiting for a person is not a failure (exit 0).
+        print(
+            f"Backfill {record.id} ran in {took}; {record.waiting} partition(s) wait for "
+            f"approval: `flowstone approvals list`, decide them, then `flowstone backfill "
+            f"resume {record.id[:8]}` records how they ended.",
+            file=sys.stderr,
+        )
+        return _OK
     first = result.failures[0] if result.failures else None
     detail = "" if first is None else f" First: {failure_line(first)}."
     print(

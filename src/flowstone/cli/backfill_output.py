@@ -34,6 +34,7 @@ def backfill_dict(record: BackfillRecord) -> dict[str, Any]:
         "skipped": record.skipped,
         "failed": record.failed,
         "canceled": record.canceled,
+        "waiting": record.waiting,
         "remaining": record.remaining,
         "parallel": record.parallel,
         "chunk_size": record.chunk_size,
@@ -82,7 +83,8 @@ def report_text(report: BackfillReport) -> str:
         f"assets       {', '.join(b.targets)}{' (with upstream)' if b.with_upstream else ''}",
         f"partitions   {report.partitions} ({b.total})",
         f"counts       {b.success} success, {b.skipped} skipped (already done), {b.failed} "
-        f"failed, {b.canceled} canceled, {b.remaining} not reached",
+        f"failed, {b.canceled} canceled, {b.remaining} not reached"
+        + (f", {b.waiting} waiting for approval" if b.waiting else ""),
         f"options      parallel {b.parallel}, chunk size {b.chunk_size}"
         + (", force" if b.force else ""),
         f"created      {output.human_time(b.created_at)} by {b.created_by or output.NONE}",
@@ -100,7 +102,7 @@ def report_text(report: BackfillReport) -> str:
             )
             for f in report.failures
         ]
-        more = b.failed + b.count(PartitionOutcome.CANCELED) - len(report.failures)
+        more = b.failed + b.waiting + b.count(PartitionOutcome.CANCELED) - len(report.failures)
         text += "\n" + output.table(("partition", "outcome", "asset", "tries", "error"), rows)
         if more > 0:
             text += f"... and {more} more (--limit N, or --json)\n"
@@ -186,7 +188,8 @@ def progress_line(p: BackfillProgress, *, bar: bool) -> str:
     eta = "-" if p.eta_s is None else _clock(p.eta_s)
     return (
         f"backfill {p.backfill_id[:8]} {shown}{p.done}/{p.total} done, {p.failed} failed, "
-        f"{p.running} running, {p.remaining} left, {rate}, ETA {eta}"
+        + (f"{p.waiting} waiting, " if p.waiting else "")
+        + f"{p.running} running, {p.remaining} left, {rate}, ETA {eta}"
     )
 
 
