@@ -61,18 +61,18 @@ def test_writes_commit_together_and_reads_see_them(store: MetadataStore) -> None
     a = mat("a", run_id=run.id, status=Status.PENDING, created=1)
     b = mat("b", run_id=run.id, status=Status.PENDING, created=1)
 
-    def work(tx: RunTransaction) -> int:
+    def work(tx: RunTransaction) -> bool:
         assert tx.run_id == run.id
         assert tx.get_run() is None
         tx.create_run(run, [a, b], [event("run.started", resource_id=run.id)])
         assert tx.get_run() == run
-        assert tx.count_unfinished() == 2
+        assert tx.has_unfinished()
         done = replace(a, status=Status.SUCCESS, attempt=2)
         tx.save_materialization(done, audit=[event("materialization.success")])
         tx.save_materialization(replace(b, status=Status.RUNNING), lineage=[edge(done, b)])
-        return tx.count_unfinished()
+        return tx.has_unfinished()
 
-    assert store.run_transaction(run.id, work) == 1
+    assert store.run_transaction(run.id, work) is True
     assert store.get_run(run.id) == run
     saved = store.get_materialization(a.id)
     assert saved is not None and (saved.status, saved.attempt) == (Status.SUCCESS, 2)
@@ -139,17 +139,30 @@ def test_materializations_of_the_run_in_creation_order(store: MetadataStore) -> 
     store.create_run(run, planned)
     store.create_run(other, [mat("a", "s:eu", run_id=other.id, created=2)])
 
-    def read(tx: RunTransaction) -> tuple[list[str], list[str], list[str], int]:
+    def read(tx: RunTransaction) -> tuple[list[str], list[str], list[str], bool]:
         every = [f"{r.asset}/{r.partition_key}" for r in tx.materializations()]
         of_a = [r.id for r in tx.materializations(["a"])]
         none = [r.id for r in tx.materializations([])]
-        return every, of_a, none, tx.count_unfinished()
+        return every, of_a, none, tx.has_unfinished()
 
     every, of_a, none, unfinished = store.run_transaction(run.id, read)
     assert every == ["b/n:", "c/n:", "a/s:eu", "a/s:us"]
     assert of_a == [planned[1].id, planned[2].id]
     assert none == []
-    assert unfinished == 2  # c and a/s:eu; skipped and cancelled are final
+    assert unfinished  # c and a/s:eu; skipped and cancelled are final
+
+    def finish_all(tx: RunTransaction) -> bool:
+        for record in tx.materializations():
+            if not record.status.is_final:
+                tx.save_materialization(replace(record, status=Status.SUCCESS))
+        return tx.has_unfinished()
+
+    assert store.run_transaction(run.id, finish_all) is False
+    # Waiting for an approval is not final: the run is not over.
+    waiting = replace(planned[0], status=Status.WAITING_APPROVAL)
+    assert store.run_transaction(
+        run.id, lambda tx: (tx.save_materialization(waiting), tx.has_unfinished())[1]
+    )
 
 
 def test_transactions_on_one_run_take_turns(store: MetadataStore) -> None:

@@ -84,7 +84,7 @@ def after_final(
 
 def close_if_done(tx: RunTransaction, run: RunRecord) -> RunStatus | None:
     """End ``run`` with its final status when none of its steps is left to finish."""
-    if tx.count_unfinished():
+    if tx.has_unfinished():
         return None
     status = final_status(tx.materializations())
     finished = replace(

@@ -559,8 +559,8 @@ class RunTransaction(Protocol):
         """The run's materialization of (asset, partition), or None."""
         ...
 
-    def count_unfinished(self) -> int:
-        """How many of the run's materializations are not final yet (see
+    def has_unfinished(self) -> bool:
+        """Whether any of the run's materializations is not final yet (see
         :attr:`Status.is_final`)."""
         ...
 

@@ -962,9 +962,7 @@ class _MemoryRunTransaction:
     def commit_without_flush(self) -> None:
         return None  # nothing is flushed anywhere
 
-    def count_unfinished(self) -> int:
-        return sum(
-            1
-            for r in self._store._mats.values()
-            if r.run_id == self._run_id and not r.status.is_final
+    def has_unfinished(self) -> bool:
+        return any(
+            r.run_id == self._run_id and not r.status.is_final for r in self._store._mats.values()
         )

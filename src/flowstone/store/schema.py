@@ -122,6 +122,12 @@ sa.Index(
     materializations.c.seq,
 )
 sa.Index("ix_flowstone_materializations_status", materializations.c.status)
+# "Has this run a step left?" after every distributed step: one index probe (revision 0005).
+sa.Index(
+    "ix_flowstone_materializations_run_status",
+    materializations.c.run_id,
+    materializations.c.status,
+)
 
 lineage = sa.Table(
     "flowstone_lineage",

@@ -2006,12 +2006,13 @@ _FIND_IN_RUN = sa.select(*_MAT_COLUMNS).where(
     materializations.c.asset == sa.bindparam("asset"),
     materializations.c.partition_key == sa.bindparam("partition_key"),
 )
-_COUNT_UNFINISHED = (
-    sa.select(sa.func.count())
-    .select_from(materializations)
-    .where(
+#: The statuses a step is in until it ends (the positive list lets the (run_id, status) index
+#: answer with one probe per status, instead of reading every step of the run).
+_UNFINISHED = [s.value for s in Status if not s.is_final]
+_HAS_UNFINISHED = sa.select(
+    sa.exists().where(
         materializations.c.run_id == sa.bindparam("run_id"),
-        materializations.c.status.not_in([s.value for s in Status if s.is_final]),
+        materializations.c.status.in_(_UNFINISHED),
     )
 )
 
@@ -2094,8 +2095,8 @@ class _SQLRunTransaction:
         row = self._conn.execute(_FIND_IN_RUN, params).first()
         return None if row is None else _mat_record(row)
 
-    def count_unfinished(self) -> int:
-        return int(self._conn.execute(_COUNT_UNFINISHED, {"run_id": self._run_id}).scalar_one())
+    def has_unfinished(self) -> bool:
+        return bool(self._conn.execute(_HAS_UNFINISHED, {"run_id": self._run_id}).scalar_one())
 
     def _audit(self, events: Sequence[AuditEvent]) -> None:
         if events:
@@ -2123,25 +2124,17 @@ _STEP_READ = (
         materializations.c.partition_key == sa.bindparam("partition_key"),
     )
 )
-#: As _COUNT_UNFINISHED, with the final statuses as one array parameter (an IN list's
+#: As _HAS_UNFINISHED, with the unfinished statuses as one array parameter (an IN list's
 #: parameters are only known per execution, so it does not compile once).
-_COUNT_UNFINISHED_PG = (
-    sa.select(sa.func.count())
-    .select_from(materializations)
-    .where(
+_HAS_UNFINISHED_PG = sa.select(
+    sa.exists().where(
         materializations.c.run_id == sa.bindparam("run_id"),
         materializations.c.status
-        != sa.all_(
-            sa.bindparam(
-                "final",
-                value=[s.value for s in Status if s.is_final],
-                type_=postgresql.ARRAY(sa.Text),
-            )
-        ),
+        == sa.any_(sa.bindparam("unfinished", value=_UNFINISHED, type_=postgresql.ARRAY(sa.Text))),
     )
 )
 #: The run (all NULL when there is none) and its count of unfinished steps, in one row.
-_RUN_AND_UNFINISHED = sa.select(_COUNT_UNFINISHED_PG.scalar_subquery(), *_RUN_COLUMNS).select_from(
+_RUN_AND_UNFINISHED = sa.select(_HAS_UNFINISHED_PG.scalar_subquery(), *_RUN_COLUMNS).select_from(
     sa.select(sa.literal(1).label("one"))
     .subquery()
     .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
@@ -2189,7 +2182,7 @@ class _PgStatements:
         self.find_one = pg(_FIND_IN_RUN)
         self.run_mats = pg(_RUN_MATS)
         self.run_mats_of = pg(_RUN_MATS_ANY)
-        self.count_unfinished = pg(_COUNT_UNFINISHED_PG)
+        self.has_unfinished = pg(_HAS_UNFINISHED_PG)
         self.run_and_unfinished = pg(_RUN_AND_UNFINISHED)
         self.lock_run = pg(_LOCK_RUN)
         self.take_step_lock = pg(_LOCK_STEP)
@@ -2325,7 +2318,7 @@ class _PgRunTransaction:
         self._conn = conn
         self._run_id = run_id
         self._run: RunRecord | None = _UNREAD
-        self._unfinished: int | None = None
+        self._unfinished: bool | None = None
         #: The step of the connection's step session got its outcome in this transaction.
         self.outcome_saved = False
         conn.command("BEGIN")
@@ -2350,7 +2343,7 @@ class _PgRunTransaction:
             (row,) = self._conn.read(
                 self._s.run_and_unfinished, {"run_id": self._run_id}, doing="read the run"
             )
-            self._unfinished = int(row[0])
+            self._unfinished = bool(row[0])
             self._run = None if row[1] is None else _run_record(row[1:])
         return self._run
 
@@ -2413,10 +2406,10 @@ class _PgRunTransaction:
     def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
         return self._s.find(self._conn, self._run_id, asset, partition_key)
 
-    def count_unfinished(self) -> int:
+    def has_unfinished(self) -> bool:
         if self._unfinished is None:
             rows = self._conn.read(
-                self._s.count_unfinished, {"run_id": self._run_id}, doing="count unfinished steps"
+                self._s.has_unfinished, {"run_id": self._run_id}, doing="look for unfinished steps"
             )
-            self._unfinished = int(rows[0][0])
+            self._unfinished = bool(rows[0][0])
         return self._unfinished
