@@ -729,7 +729,7 @@ def test_an_asset_that_asks_again_after_approval_keeps_its_downstream_pending(
     assert pipeline.load("below") == 2
 
 
-def test_a_distributed_pipeline_refuses_decisions_before_recording_them() -> None:
+def test_a_distributed_pipeline_without_postgresql_refuses_decisions_before_recording() -> None:
     from flowstone.errors import DistributedSetupError
     from flowstone.store.memory import MemoryStore
 
@@ -745,7 +745,7 @@ def test_a_distributed_pipeline_refuses_decisions_before_recording_them() -> Non
     run = fs.Pipeline([gate, below], store=store).materialize_all("below")
     distributed = fs.Pipeline([gate, below], store=store, executor=fs.DistributedExecutor())
     [request] = store.list_approvals(limit=None)
-    with pytest.raises(DistributedSetupError, match="request stays pending"):
+    with pytest.raises(DistributedSetupError, match="needs a PostgreSQL metadata store"):
         distributed.approve(request.id, by="ana")
     with pytest.raises(DistributedSetupError):
         distributed.expire_approvals()

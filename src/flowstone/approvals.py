@@ -36,7 +36,7 @@ from flowstone.graph import AssetGraph
 from flowstone.partitions import decode_partition
 from flowstone.planner import resolve_partition
 from flowstone.records import MaterializationRecord, RunResult, Status, utcnow
-from flowstone.resume import RunResumer
+from flowstone.resume import RunContinuer
 from flowstone.store import MetadataStore
 from flowstone.telemetry import Telemetry
 
@@ -64,7 +64,7 @@ class ApprovalDesk:
         graph: AssetGraph,
         store: MetadataStore,
         telemetry: Telemetry,
-        runs: RunResumer,
+        runs: RunContinuer,
         *,
         notifiers: Sequence[ApprovalNotifier],
     ) -> None:

@@ -32,6 +32,7 @@ from flowstone.execution.distributed import (
     DEFAULT_QUEUE,
     Cancellation,
     DistributedExecutor,
+    DistributedRuns,
     Progress,
     wait_for_run,
 )
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from flowstone.backfill import Backfiller, BackfillReport, BackfillResult, PartitionChoice
     from flowstone.backfill_progress import ProgressCallback
     from flowstone.backfill_records import BackfillRecord
-    from flowstone.resume import RunResumer
+    from flowstone.resume import RunContinuer, RunResumer
     from flowstone.schedules import PartitionFn, ScheduleDef, SensorDef, SensorFn
 
 
@@ -837,7 +838,6 @@ class Pipeline:
             run = pipeline.approve(request.id, by="ana", input={"channel": "web"})
             assert run.get("publish", request.partition_key).status == "success"
         """
-        self._refuse_distributed_decisions()
         return self._approval_desk().decide(
             approval_id, ApprovalStatus.APPROVED, by=by, reason=reason, input=input
         )
@@ -853,7 +853,6 @@ class Pipeline:
 
             pipeline.reject(request.id, by="ana", reason="totals look wrong")
         """
-        self._refuse_distributed_decisions()
         return self._approval_desk().decide(
             approval_id, ApprovalStatus.REJECTED, by=by, reason=reason
         )
@@ -887,7 +886,6 @@ class Pipeline:
                 "publish", between=(dt.date(2025, 1, 1), dt.date(2025, 1, 30)), by="ana"
             )
         """
-        self._refuse_distributed_decisions()
         return self._approval_desk().decide_all(
             ApprovalStatus.APPROVED,
             by=by,
@@ -909,7 +907,6 @@ class Pipeline:
         run_id: str | None = None,
     ) -> list[ApprovalRecord]:
         """Reject every pending request that matches (see :meth:`approve_all`)."""
-        self._refuse_distributed_decisions()
         return self._approval_desk().decide_all(
             ApprovalStatus.REJECTED,
             by=by,
@@ -929,7 +926,6 @@ class Pipeline:
         Returns:
             The requests it expired.
         """
-        self._refuse_distributed_decisions()
         return self._approval_desk().expire_due(now)
 
     def resume_run(self, run_id: str) -> RunResult:
@@ -944,8 +940,7 @@ class Pipeline:
 
             pipeline.resume_run("3f2a9c1e5d0b4a7e9c8f6a2b1d3e5f70")
         """
-        self._refuse_distributed_decisions()
-        return self._resumer().advance(run_id, decided=True)
+        return self._continuer().advance(run_id, decided=True)
 
     def _approval_keys(
         self,
@@ -973,17 +968,6 @@ class Pipeline:
             keys.update(encode_partition(key) for key in found)
         return keys
 
-    def _refuse_distributed_decisions(self) -> None:
-        # A decision resumes the run through this process's executor; the distributed
-        # executor cannot resume yet, and refusing before anything is recorded keeps the
-        # request pending and the run's steps as they are.
-        if isinstance(self._executor, DistributedExecutor):
-            raise DistributedSetupError(
-                "Approval decisions cannot resume runs on the distributed executor yet: the "
-                "request stays pending and the run unchanged. Decide it from a pipeline that "
-                "uses the in-process executor (unset FLOWSTONE_EXECUTOR) on the same store."
-            )
-
     def _approval_desk(self) -> ApprovalDesk:
         from flowstone.approvals import ApprovalDesk
 
@@ -991,9 +975,18 @@ class Pipeline:
             self.graph,
             self.store,
             self._telemetry,
-            self._resumer(),
+            self._continuer(),
             notifiers=self._approval_notifiers,
         )
+
+    def _continuer(self) -> RunContinuer:
+        """Who continues a run after a decision: the workers, on the distributed executor
+        (this process only enqueues); else this process."""
+        if isinstance(self._executor, DistributedExecutor):
+            # Before any decision is recorded: a store that cannot carry the queue refuses.
+            self._executor.prepare(self.store)
+            return DistributedRuns(self._executor, self.store, self.graph, self._get_materializer())
+        return self._resumer()
 
     def _resumer(self) -> RunResumer:
         from flowstone.resume import RunResumer

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.errors import ApprovalError
@@ -37,6 +37,16 @@ from flowstone.store import MetadataStore
 
 #: Runs a plan of a recorded run and records the run's status: ``Pipeline._execute``.
 Execute = Callable[[RunPlan, RunRecord, Sequence[MaterializationRecord]], RunResult]
+
+
+class RunContinuer(Protocol):
+    """Continues a run after approval decisions: :class:`RunResumer` in this process, or the
+    distributed executor's :class:`~flowstone.execution.distributed.DistributedRuns` through
+    the workers."""
+
+    def advance(self, run_id: str, *, decided: bool = False) -> RunResult:
+        """Run (or hand to the workers) what the decisions let run, and record the status."""
+        ...
 
 
 class RunResumer:

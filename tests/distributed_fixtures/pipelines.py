@@ -187,3 +187,28 @@ def daily_events(ctx, hourly_events):
 
 def hours_into_days(**options: Any) -> fs.Pipeline:
     return _build([hourly_events, daily_events], **options)
+
+
+# --- approvals: a gate, a step below it, and an unrelated branch --------------------------------
+@fs.asset
+def gated(ctx):
+    log(ctx, "done")
+    if ctx.approval is None:
+        return fs.WaitForApproval("Ship it?")
+    return {"by": ctx.approval.decided_by, "input": dict(ctx.approval.input)}
+
+
+@fs.asset
+def shipped(ctx, gated):
+    log(ctx, "done")
+    return f"shipped by {gated['by']} to {gated['input'].get('channel')}"
+
+
+@fs.asset
+def unrelated(ctx):
+    log(ctx, "done")
+    return 1
+
+
+def approvals(**options: Any) -> fs.Pipeline:
+    return _build([gated, shipped, unrelated], **options)

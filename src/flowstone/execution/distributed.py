@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from flowstone.errors import DistributedSetupError, UnknownRunError
-from flowstone.execution.scheduling import run_event
+from flowstone.execution.scheduling import Continuation, continue_decided, run_event
 from flowstone.graph import AssetGraph
 from flowstone.io import MemoryIOManager
 from flowstone.materializer import IOSelection, Materializer, RunScope
@@ -208,6 +208,43 @@ class DistributedExecutor:
         jobs_cancelled, jobs_aborting = queue.cancel_jobs(dsn, unfinished) if unfinished else (0, 0)
         return Cancellation(run, steps, jobs_cancelled, jobs_aborting)
 
+    def continue_run(
+        self, store: MetadataStore, graph: AssetGraph, materializer: Materializer, run_id: str
+    ) -> RunResult:
+        """Act on a run's decided approvals, for the workers to continue it: the approved
+        steps are enqueued (a worker runs each again, the decision in ``ctx.approval``), the
+        steps below a rejected or expired request are skipped, and the run's status recorded,
+        in one transaction. Returns at once: the run goes on in the workers.
+
+        Raises:
+            UnknownRunError: no run has this id.
+            DistributedSetupError: the store is not PostgreSQL.
+        """
+        from flowstone.execution import queue
+
+        self.prepare(store)
+        decided = store.list_approvals(run_id=run_id, limit=None)
+
+        def work(tx: RunTransaction) -> Continuation:
+            done = continue_decided(tx, graph, materializer, decided)
+            jobs = [
+                queue.StepJob(run_id=r.run_id, asset=r.asset, partition_key=r.partition_key)
+                for r in done.ready
+            ]
+            queue.defer_steps(tx.connection, jobs, queue=self.queue)
+            return done
+
+        done = store.run_transaction(run_id, work)
+        if done.run is None:
+            raise UnknownRunError(run_id)
+        records = store.list_materializations(run_id=run_id, limit=None)[::-1]
+        return RunResult(
+            run_id=run_id,
+            status=done.run.status,
+            partition_key=done.run.partition_key,
+            materializations=tuple(records),
+        )
+
     def prepare(self, store: MetadataStore) -> str:
         """Check that ``store`` can carry the queue, create procrastinate's tables if needed,
         and return the queue's connection string.
@@ -234,13 +271,35 @@ class DistributedExecutor:
         calling process."""
         raise DistributedSetupError(
             "The distributed executor does not run plans in this process: "
-            "Pipeline.materialize/materialize_all submit them to the workers. Resuming a run "
-            "or running a backfill through it is not supported yet; use the in-process "
-            "executor for those."
+            "Pipeline.materialize/materialize_all submit them to the workers, and approval "
+            "decisions continue runs there. Running a backfill through it is not supported "
+            "yet; use the in-process executor for that."
         )
 
     def close(self) -> None:
         """Nothing to release: each call uses the store's own connections."""
+
+
+class DistributedRuns:
+    """Continues runs after approval decisions through the workers (what
+    :class:`~flowstone.approvals.ApprovalDesk` calls; the in-process counterpart is
+    :class:`~flowstone.resume.RunResumer`)."""
+
+    def __init__(
+        self,
+        executor: DistributedExecutor,
+        store: MetadataStore,
+        graph: AssetGraph,
+        materializer: Materializer,
+    ) -> None:
+        self._executor = executor
+        self._store = store
+        self._graph = graph
+        self._materializer = materializer
+
+    def advance(self, run_id: str, *, decided: bool = False) -> RunResult:
+        """Enqueue what the decisions let run, skip what they stop, record the status."""
+        return self._executor.continue_run(self._store, self._graph, self._materializer, run_id)
 
 
 def postgres_dsn(store: MetadataStore) -> str:

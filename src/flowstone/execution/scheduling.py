@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer
 from flowstone.partitions import Partition, decode_partition, encode_partition
@@ -62,23 +63,28 @@ def step_of(graph: AssetGraph, record: MaterializationRecord) -> Step:
     )
 
 
+#: The statuses of a run whose steps still move: a distributed run shows ``waiting_approval``
+#: from the moment one of its steps waits for a person, while its other branches go on.
+MOVING = (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
+
+
 def after_final(
     tx: RunTransaction, graph: AssetGraph, materializer: Materializer, record: MaterializationRecord
 ) -> Outcome:
     """Act on ``record``, a final status just saved through ``tx``.
 
-    Nothing happens in a run that is no longer ``running`` (cancelled, or closed already): its
-    other steps stay as they are.
+    Nothing happens in a run that no longer moves (cancelled, or closed already): its other
+    steps stay as they are.
     """
     run = tx.get_run()
-    if run is None or run.status != RunStatus.RUNNING:
+    if run is None or run.status not in MOVING:
         return Outcome()
     ready: tuple[MaterializationRecord, ...] = ()
     skipped: tuple[MaterializationRecord, ...] = ()
     if record.status == Status.SUCCESS:
         ready = tuple(_ready_children(tx, graph, record))
     elif record.status.is_final:
-        skipped = tuple(_skip_below(tx, graph, materializer, record))
+        skipped = tuple(skip_below(tx, graph, materializer, record))
     return Outcome(ready, skipped, close_if_done(tx, run))
 
 
@@ -159,7 +165,7 @@ def _children_in_run(
     return found
 
 
-def _skip_below(
+def skip_below(
     tx: RunTransaction,
     graph: AssetGraph,
     materializer: Materializer,
@@ -186,6 +192,81 @@ def _skip_below(
             skipped.append(materializer.skip(step, tx.run_id, reason, within=tx))
             blocked.add(step.key)
     return skipped
+
+
+def mark_waiting(tx: RunTransaction) -> RunStatus | None:
+    """A step of the run now waits for an approval (recorded just before): a running run
+    shows ``waiting_approval`` until every request is decided. Returns the new status."""
+    run = tx.get_run()
+    if run is None or run.status != RunStatus.RUNNING:
+        return None
+    waiting = replace(run, status=RunStatus.WAITING_APPROVAL)
+    tx.update_run(waiting, [run_event("run.waiting_approval", waiting)])
+    return waiting.status
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """What acting on a run's approval decisions did."""
+
+    run: RunRecord | None
+    #: Approved steps, ``pending`` again: to enqueue in the same transaction.
+    ready: tuple[MaterializationRecord, ...] = ()
+    #: Steps recorded ``skipped`` below a rejected or expired request.
+    skipped: tuple[MaterializationRecord, ...] = ()
+
+
+def continue_decided(
+    tx: RunTransaction,
+    graph: AssetGraph,
+    materializer: Materializer,
+    decided: Sequence[ApprovalRecord],
+) -> Continuation:
+    """Act on the decided approvals of the run of ``tx`` (a distributed run, continued by the
+    workers): an approved step goes back to ``pending`` (same attempt: the worker runs the
+    next one, with the decision as ``ctx.approval``) to be enqueued; below a rejected or
+    expired one (its step is ``failed`` already) pending steps are skipped. The run is
+    ``running`` again once no step waits, and closes if nothing is left.
+    """
+    run = tx.get_run()
+    if run is None or run.status not in MOVING:
+        return Continuation(run)
+    by_step = {(a.materialization_id, a.attempt): a for a in decided if not a.is_pending}
+    ready: list[MaterializationRecord] = []
+    skipped: list[MaterializationRecord] = []
+    for record in tx.materializations():
+        approval = by_step.get((record.id, record.attempt))
+        if approval is None:
+            continue
+        if record.status == Status.WAITING_APPROVAL and approval.status == ApprovalStatus.APPROVED:
+            again = replace(record, status=Status.PENDING, completed_at=None)
+            tx.save_materialization(again, audit=[_resumed_event(again, approval)])
+            ready.append(again)
+        elif record.status == Status.FAILED:
+            skipped += skip_below(tx, graph, materializer, record)
+    records = tx.materializations()
+    if not any(r.status == Status.WAITING_APPROVAL for r in records):
+        if run.status == RunStatus.WAITING_APPROVAL and tx.has_unfinished():
+            run = replace(run, status=RunStatus.RUNNING)
+            tx.update_run(run, [run_event("run.resumed", run)])
+        elif close_if_done(tx, run) is not None:
+            run = tx.get_run()
+    return Continuation(run, tuple(ready), tuple(skipped))
+
+
+def _resumed_event(record: MaterializationRecord, approval: ApprovalRecord) -> AuditEvent:
+    return AuditEvent(
+        action="materialization.resumed",
+        resource_type="asset",
+        resource_id=record.asset,
+        details={
+            "materialization_id": record.id,
+            "partition_key": record.partition_key,
+            "approval_id": approval.id,
+            "next_attempt": record.attempt + 1,
+        },
+        correlation_id=record.run_id,
+    )
 
 
 def pending_steps(records: Sequence[MaterializationRecord]) -> list[MaterializationRecord]:

@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
 from flowstone.asset import AssetDef
+from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.errors import (
     JobRejectedError,
     PartitionError,
@@ -34,7 +35,13 @@ from flowstone.errors import (
     UnknownAssetError,
 )
 from flowstone.execution import queue
-from flowstone.execution.scheduling import Outcome, after_final, close_if_done
+from flowstone.execution.scheduling import (
+    MOVING,
+    Outcome,
+    after_final,
+    close_if_done,
+    mark_waiting,
+)
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer, RunScope
 from flowstone.partitions import Partition, decode_partition, encode_partition
@@ -151,6 +158,11 @@ class StepRunner:
         if isinstance(done, str):
             return done
         final, finisher = done
+        if final.status == Status.WAITING_APPROVAL:
+            # The run shows it waits for a person; a decision continues it (the approved step
+            # comes back as a job, see DistributedExecutor.continue_run).
+            self._store.run_transaction(job.run_id, mark_waiting)
+            return f"{job.asset} waiting for approval (attempt {final.attempt})"
         if finisher.retry_in is not None:
             raise RetryScheduledError(
                 asset=job.asset,
@@ -187,7 +199,7 @@ class StepRunner:
         attempt = max(job.attempt + retries, previous + 1)
         if record.status not in (Status.PENDING, Status.RUNNING):
             return f"nothing to do: {job.asset} is already {record.status.value}"
-        if record.status == Status.RUNNING and run_status != RunStatus.RUNNING:
+        if record.status == Status.RUNNING and run_status not in MOVING:
             # A dead attempt's step (a cancel leaves running steps alone: check the run). The
             # steps of a cancelled run that had not started are `cancelled` already.
             return (
@@ -196,11 +208,16 @@ class StepRunner:
         # Dependencies that are steps of this run are read from this run's records (the others
         # from the latest success in the store, as in an in-process run).
         upstream = {}
-        for dep in step_deps(self._graph, job.asset, step.partition):
+        deps = step_deps(self._graph, job.asset, step.partition, as_of=record.created_at)
+        for dep in deps:
             found = self._run_record(job.run_id, *dep)
             if found is not None:
                 upstream[dep] = found
-        step = replace(step, deps_in_plan=tuple(upstream))
+        approval = None
+        if record.status == Status.PENDING and record.started_at is not None:
+            # It ran before: after an approval of that attempt, it runs with the decision.
+            approval = self._approved(record)
+        step = replace(step, deps_in_plan=tuple(upstream), approval=approval)
         finisher = _Finisher(self, job, queue_name)
         try:
             final = self._materializer.run(
@@ -215,6 +232,15 @@ class StepRunner:
         return final, finisher
 
     # --- the job's step --------------------------------------------------------------------
+    def _approved(self, record: MaterializationRecord) -> ApprovalRecord | None:
+        """The approved request of ``record``'s last attempt, if it asked for one."""
+        for approval in self._store.list_approvals(
+            run_id=record.run_id, status=ApprovalStatus.APPROVED, limit=None
+        ):
+            if (approval.materialization_id, approval.attempt) == (record.id, record.attempt):
+                return approval
+        return None
+
     def _run_record(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
         # One indexed row, (run, asset, partition) being unique: a worker never reads a whole run.
         return self._find(run_id, asset, key)
@@ -268,7 +294,7 @@ class StepRunner:
                 run = tx.get_run()
                 if job.asset in self._graph:
                     after_final(tx, self._graph, self._materializer, failed)
-                elif run is not None and run.status == RunStatus.RUNNING:
+                elif run is not None and run.status in MOVING:
                     close_if_done(tx, run)
                 return True
             return False
@@ -382,4 +408,4 @@ class _Finisher:
 
 def _running(tx: RunTransaction) -> bool:
     run = tx.get_run()
-    return run is not None and run.status == RunStatus.RUNNING
+    return run is not None and run.status in MOVING

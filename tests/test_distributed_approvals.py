@@ -1,0 +1,79 @@
+"""Approvals on the distributed executor: a step that asks waits in the store (the run shows
+``waiting_approval``), and a decision made from any distributed pipeline continues the run on
+the workers, with real worker processes against the real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distributed_fixtures.harness import Cluster, cluster
+from flowstone.records import RunResult, RunStatus, Status
+from test_store_contract import require_postgres
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Cluster]:
+    require_postgres()
+    with cluster(tmp_path / "cluster") as made:
+        yield made
+
+
+def settled(pg: Cluster, run_id: str) -> RunResult:
+    pipeline = pg.pipeline("approvals")
+    result = pipeline.wait_for_run(run_id, timeout=90, poll_interval=0.1)
+    if result.status == RunStatus.RUNNING:
+        pytest.fail(f"run {run_id} still running\n{pg.worker_logs()}")
+    return result
+
+
+def statuses(result: RunResult) -> dict[str, Status]:
+    return {r.asset: r.status for r in result.materializations}
+
+
+def test_an_approved_step_runs_again_on_a_worker_with_the_decision(pg: Cluster) -> None:
+    pipeline = pg.pipeline("approvals")
+    pg.start_worker("approvals", "--concurrency", "2")
+    submitted = pipeline.materialize_all()
+    waiting = settled(pg, submitted.run_id)
+    assert waiting.status == RunStatus.WAITING_APPROVAL
+    assert statuses(waiting) == {
+        "gated": Status.WAITING_APPROVAL,
+        "shipped": Status.PENDING,
+        "unrelated": Status.SUCCESS,
+    }
+    [request] = pipeline.approvals()
+    continued = pipeline.approve(request.id, by="ana", input={"channel": "web"})
+    assert continued.status == RunStatus.RUNNING  # handed to the workers
+    done = settled(pg, submitted.run_id)
+    assert done.status == RunStatus.SUCCESS, pg.worker_logs()
+    assert pipeline.load("shipped") == "shipped by ana to web"
+    [gated] = [r for r in done.materializations if r.asset == "gated"]
+    assert gated.attempt == 2
+    ran = Counter(e.asset for e in pg.executions(submitted.run_id) if e.event == "done")
+    assert ran == Counter({"gated": 2, "shipped": 1, "unrelated": 1})
+    actions = [e.action for e in pipeline.audit_log(run_id=submitted.run_id, limit=None)]
+    assert "run.waiting_approval" in actions and "materialization.resumed" in actions
+    assert actions.count("run.success") == 1
+
+
+def test_a_rejection_skips_what_is_below_and_fails_the_run(pg: Cluster) -> None:
+    pipeline = pg.pipeline("approvals")
+    pg.start_worker("approvals")
+    submitted = pipeline.materialize_all()
+    assert settled(pg, submitted.run_id).status == RunStatus.WAITING_APPROVAL
+    [request] = pipeline.approvals()
+    result = pipeline.reject(request.id, by="ana", reason="not today")
+    assert result.status == RunStatus.FAILED
+    assert statuses(result) == {
+        "gated": Status.FAILED,
+        "shipped": Status.SKIPPED,
+        "unrelated": Status.SUCCESS,
+    }
+    run = pipeline.get_run(submitted.run_id)
+    assert run is not None and run.status == RunStatus.FAILED and run.completed_at is not None
