@@ -15,7 +15,7 @@ import flowstone as fs
 from distributed_fixtures import pipelines
 from flowstone.errors import JobRejectedError
 from flowstone.execution.queue import StepJob
-from flowstone.execution.scheduling import Outcome, after_final
+from flowstone.execution.scheduling import Outcome, after_final, mark_waiting
 from flowstone.materializer import Materializer
 from flowstone.planner import RunPlan, plan_run
 from flowstone.records import RunRecord, RunStatus, Status, utcnow
@@ -244,3 +244,23 @@ def test_a_step_reading_open_ended_windows_is_readied_as_planned_when_time_moves
     for key in keys[:-1]:
         assert finish(pipeline, plan, "ticks", Status.SUCCESS, key=key) == Outcome()
     assert ready(finish(pipeline, plan, "ticks", Status.SUCCESS, key=keys[-1])) == ["recent/n:"]
+
+
+def test_a_run_shows_waiting_only_while_its_step_still_waits() -> None:
+    pipeline = pipelines.diamond(store=MemoryStore())
+    plan = start(pipeline)
+    store = pipeline.store
+    [root] = store.list_materializations(run_id=plan.run_id, asset="root", limit=None)
+    asked = replace(root, status=Status.WAITING_APPROVAL, attempt=1)
+    store.save_materialization(asked)
+    assert store.run_transaction(plan.run_id, lambda tx: mark_waiting(tx, asked)) == (
+        RunStatus.WAITING_APPROVAL
+    )
+    run = store.get_run(plan.run_id)
+    assert run is not None and run.status == RunStatus.WAITING_APPROVAL
+    # Decided (and pending again) before the worker marked the run: nothing to show.
+    store.update_run(replace(run, status=RunStatus.RUNNING))
+    store.save_materialization(replace(asked, status=Status.PENDING))
+    assert store.run_transaction(plan.run_id, lambda tx: mark_waiting(tx, asked)) is None
+    again = store.get_run(plan.run_id)
+    assert again is not None and again.status == RunStatus.RUNNING

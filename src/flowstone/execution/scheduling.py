@@ -194,15 +194,18 @@ def skip_below(
     return skipped
 
 
-def mark_waiting(tx: RunTransaction) -> RunStatus | None:
-    """A step of the run now waits for an approval (recorded just before): a running run
-    shows ``waiting_approval`` until every request is decided. Returns the new status."""
+def mark_waiting(tx: RunTransaction, waiting: MaterializationRecord) -> RunStatus | None:
+    """``waiting``, a step of the run, asked for an approval (recorded just before): a running
+    run shows ``waiting_approval`` until every request is decided. Returns the new status."""
     run = tx.get_run()
     if run is None or run.status != RunStatus.RUNNING:
         return None
-    waiting = replace(run, status=RunStatus.WAITING_APPROVAL)
-    tx.update_run(waiting, [run_event("run.waiting_approval", waiting)])
-    return waiting.status
+    now = tx.find(waiting.asset, waiting.partition_key)
+    if now is None or (now.status, now.attempt) != (Status.WAITING_APPROVAL, waiting.attempt):
+        return None  # decided (and handed back to the workers) in between
+    shown = replace(run, status=RunStatus.WAITING_APPROVAL)
+    tx.update_run(shown, [run_event("run.waiting_approval", shown)])
+    return shown.status
 
 
 @dataclass(frozen=True, slots=True)

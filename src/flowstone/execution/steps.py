@@ -161,7 +161,7 @@ class StepRunner:
         if final.status == Status.WAITING_APPROVAL:
             # The run shows it waits for a person; a decision continues it (the approved step
             # comes back as a job, see DistributedExecutor.continue_run).
-            self._store.run_transaction(job.run_id, mark_waiting)
+            self._store.run_transaction(job.run_id, lambda tx: mark_waiting(tx, final))
             return f"{job.asset} waiting for approval (attempt {final.attempt})"
         if finisher.retry_in is not None:
             raise RetryScheduledError(
