@@ -77,3 +77,30 @@ def test_a_rejection_skips_what_is_below_and_fails_the_run(pg: Cluster) -> None:
     }
     run = pipeline.get_run(submitted.run_id)
     assert run is not None and run.status == RunStatus.FAILED and run.completed_at is not None
+
+
+# --- schedules: a tick's run goes to the workers ------------------------------------------------
+def test_two_schedulers_tick_once_and_the_workers_run_it(pg: Cluster) -> None:
+    from datetime import UTC, datetime
+
+    from flowstone.scheduler import Scheduler
+
+    schedulers = []
+    for _ in range(2):
+        pipeline = pg.pipeline("diamond")
+        pipeline.schedule("hourly", "join", cron="0 * * * *", with_upstream=True)
+        schedulers.append(Scheduler(pipeline))
+    pg.start_worker("diamond", "--concurrency", "2")
+    before, tick = (datetime(2026, 1, 1, h, m, tzinfo=UTC) for h, m in ((9, 59), (10, 0)))
+    for scheduler in schedulers:
+        scheduler.tick_once(before)  # a new schedule starts from here
+    for scheduler in schedulers:
+        scheduler.tick_once(tick)
+    pipeline = schedulers[0].pipeline
+    [run] = pipeline.runs()
+    result = pipeline.wait_for_run(run.id, timeout=90, poll_interval=0.1)
+    assert result.status == RunStatus.SUCCESS, pg.worker_logs()
+    done = Counter(e.asset for e in pg.executions(run.id) if e.event == "done")
+    assert done == Counter({"root": 1, "left": 1, "right": 1, "join": 1})
+    for scheduler in schedulers:
+        scheduler.close()

@@ -528,7 +528,7 @@ def test_the_scheduler_expires_approvals_past_their_timeout(tmp_path: Path) -> N
     pipeline.close()
 
 
-def test_the_scheduler_refuses_a_distributed_pipeline(tmp_path: Path) -> None:
+def test_a_distributed_pipeline_without_postgresql_is_refused_before_any_tick() -> None:
     from flowstone.errors import DistributedSetupError
 
     @fs.asset
@@ -536,5 +536,5 @@ def test_the_scheduler_refuses_a_distributed_pipeline(tmp_path: Path) -> None:
         return 1
 
     pipeline = fs.Pipeline([a], store="memory", executor=fs.DistributedExecutor())
-    with pytest.raises(DistributedSetupError, match="in-process executor"):
+    with pytest.raises(DistributedSetupError, match="needs a PostgreSQL metadata store"):
         Scheduler(pipeline)

@@ -21,6 +21,7 @@ from concurrent import futures as cf
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from flowstone.execution.distributed import DistributedExecutor
 from flowstone.partitions import Partition, decode_partition
 from flowstone.pipeline import Pipeline
 from flowstone.planner import RunPlan, Step, StepKey, dependencies_first, deps_in, plan_run
@@ -35,6 +36,28 @@ from flowstone.records import (
 from flowstone.schedule_records import TickLaunch, TickRun
 
 log = logging.getLogger("flowstone.scheduler")
+
+
+def _hand_off(
+    executor: DistributedExecutor, pipeline: Pipeline, plan: RunPlan, run: RunRecord
+) -> RunResult:
+    """Enqueue a recorded tick run's first steps for the workers (they do the rest, as for any
+    submitted run); a step already queued is not queued twice."""
+    from flowstone.execution.queue import StepJob
+
+    first = [
+        StepJob(run_id=run.id, asset=step.asset.name, partition_key=step.partition_key)
+        for step in plan.steps
+        if not step.deps_in_plan
+    ]
+    executor.enqueue(pipeline.store, first)
+    return RunResult(
+        run_id=run.id,
+        status=RunStatus.RUNNING,
+        partition_key=run.partition_key,
+        materializations=tuple(step.pending_record(run.id) for step in plan.steps),
+    )
+
 
 Clock = Callable[[], datetime]
 
@@ -175,7 +198,11 @@ class Launcher:
         if not store.claim_tick_run(run.id, expected=claimed_at, claimed_at=now):
             log.info("Run %s was claimed by another scheduler; not executing it here", run.id)
             return None
-        result = self._pipeline._execute(plan, run)
+        executor = self._pipeline.executor
+        if isinstance(executor, DistributedExecutor):
+            result = _hand_off(executor, self._pipeline, plan, run)
+        else:
+            result = self._pipeline._execute(plan, run)
         if result.status == RunStatus.RUNNING:
             # A distributed executor enqueued the steps; its queue owns them now (and recovers
             # stalled jobs), so queued steps still `pending` must not look orphaned here.

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from flowstone.errors import DistributedSetupError
 from flowstone.execution.distributed import DistributedExecutor
 from flowstone.pipeline import Pipeline
 from flowstone.records import AuditEvent, RunResult, utcnow
@@ -71,12 +70,9 @@ class Scheduler:
         max_concurrent_runs: int = 4,
     ) -> None:
         if isinstance(pipeline.executor, DistributedExecutor):
-            # Its runs would be recorded but never enqueued: refuse before any tick is taken.
-            raise DistributedSetupError(
-                "The scheduler launches runs in this process and cannot hand them to the "
-                "distributed executor yet; run it with a pipeline on the in-process executor "
-                "(unset FLOWSTONE_EXECUTOR) over the same store."
-            )
+            # Tick runs go to the workers: refuse a store that cannot carry the queue before
+            # any tick is recorded.
+            pipeline.executor.prepare(pipeline.store)
         if poll_interval <= 0 or recovery_grace <= 0 or max_concurrent_runs < 1:
             raise ValueError(
                 "poll_interval and recovery_grace must be positive, max_concurrent_runs >= 1"
