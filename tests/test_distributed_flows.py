@@ -1,6 +1,7 @@
-"""Approvals on the distributed executor: a step that asks waits in the store (the run shows
-``waiting_approval``), and a decision made from any distributed pipeline continues the run on
-the workers, with real worker processes against the real PostgreSQL."""
+"""Approvals and schedules on the distributed executor, with real worker processes against the
+real PostgreSQL: a step that asks waits in the store (the run shows ``waiting_approval``) and a
+decision from any distributed pipeline continues the run on the workers; a schedule's tick is
+recorded once by two schedulers and run by the workers."""
 
 from __future__ import annotations
 
