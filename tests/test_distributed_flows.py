@@ -105,3 +105,12 @@ def test_two_schedulers_tick_once_and_the_workers_run_it(pg: Cluster) -> None:
     assert done == Counter({"root": 1, "left": 1, "right": 1, "join": 1})
     for scheduler in schedulers:
         scheduler.close()
+
+
+# --- backfills: run on the caller's threads, recorded in the shared store ------------------------
+def test_a_backfill_from_a_distributed_pipeline_runs_on_the_callers_threads(pg: Cluster) -> None:
+    pipeline = pg.pipeline("partitioned")  # no worker started: nothing is enqueued
+    result = pipeline.backfill("regional", partitions="all")
+    result.raise_for_status()
+    assert result.backfill.success == 2
+    assert [pipeline.load("regional", key) for key in ("eu", "us")] == ["eu", "us"]
