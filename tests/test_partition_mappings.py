@@ -511,3 +511,62 @@ def test_plan_building_stays_linear_in_the_number_of_days() -> None:
     graph = AssetGraph([raw, day_total])
     plan = plan_run(graph, ["day_total"], partitions=list(days.keys()), with_upstream=True)
     assert len(plan.steps) == len(days) * 25
+
+
+# --- one asset read two ways (ins=) ---------------------------------------------------------------
+
+
+def test_two_parameters_read_one_asset_through_different_mappings(store_url: str) -> None:
+    @fs.asset(partitioned_by=DAYS)
+    def sales(ctx):  # type: ignore[no-untyped-def]
+        return ctx.partition.day
+
+    @fs.asset(
+        partitioned_by=DAYS,
+        ins={"week": fs.AssetIn("sales", fs.LastPartitions(7)), "same_day": "sales"},
+    )
+    def versus_week(sales: int, week: dict[dt.date, int], same_day: int) -> dict[str, object]:
+        return {"today": sales, "same": same_day, "week": list(week.values())}
+
+    with fs.Pipeline([sales, versus_week], store=store_url) as pipeline:
+        day = dt.date(2025, 3, 9)
+        for d in range(1, 9):
+            pipeline.materialize("sales", partition=dt.date(2025, 3, d)).raise_for_status()
+        run = pipeline.materialize_all("versus_week", partition=day)
+        run.raise_for_status()
+        assert pipeline.load("versus_week", day) == {
+            "today": 9,
+            "same": 9,
+            "week": [3, 4, 5, 6, 7, 8, 9],
+        }
+        [record] = pipeline.history("versus_week", day)
+        # Seven upstream materializations, one lineage edge each (the 9th is read twice).
+        assert len(pipeline.store.upstream(record.id, depth=1)) == 7
+        assert pipeline.graph.to_text().splitlines()[1] == (
+            "versus_week  <- sales [week: LastPartitions(7), same_day]"
+        )
+
+
+def test_ins_must_name_parameters_and_assets() -> None:
+    with pytest.raises(DefinitionError, match="not a parameter of its function"):
+
+        @fs.asset(ins={"nope": "sales"})
+        def a(sales):  # type: ignore[no-untyped-def]
+            return sales
+
+    with pytest.raises(DefinitionError, match=r"fs.AssetIn\('asset', ...\)"):
+
+        @fs.asset(ins={"x": 3})  # type: ignore[dict-item]
+        def b(x):  # type: ignore[no-untyped-def]
+            return x
+
+    @fs.asset(ins={"recent": "salez"})
+    def c(recent):  # type: ignore[no-untyped-def]
+        return recent
+
+    @fs.asset
+    def sales():  # type: ignore[no-untyped-def]
+        return 1
+
+    with pytest.raises(DefinitionError, match=r"reads \(ins=\{'recent': ...\}\) 'salez'"):
+        AssetGraph([sales, c])

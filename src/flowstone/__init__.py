@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from flowstone.asset import AssetDef, asset
+from flowstone.asset import AssetDef, AssetIn, asset
 from flowstone.checkpoints import Approval, ApprovalRecord, ApprovalStatus, WaitForApproval
 from flowstone.context import AssetContext
 from flowstone.errors import (
@@ -92,6 +92,7 @@ __all__ = [
     "ApprovalStatus",
     "AssetContext",
     "AssetDef",
+    "AssetIn",
     "CycleError",
     "DailyPartitions",
     "DefinitionError",

@@ -32,6 +32,31 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 CONTEXT_PARAMETER_NAMES = frozenset({"ctx", "context"})
 
 
+@dataclass(frozen=True, slots=True)
+class AssetIn:
+    """Where a parameter's value comes from when it is not the asset of the same name, or
+    when two parameters read one asset differently (``@asset(ins={...})``).
+
+    Args:
+        asset: The upstream asset's name.
+        partition_mapping: Which of its partitions this parameter reads (see
+            :mod:`flowstone.partitions.mappings`); default: the asset's
+            ``partition_mappings`` entry for it, else the same partition.
+
+    Example::
+
+        @fs.asset(
+            partitioned_by=days,
+            ins={"week": fs.AssetIn("sales", fs.LastPartitions(7))},
+        )
+        def versus_last_week(sales: float, week: dict[dt.date, float]) -> float:
+            return sales / (sum(week.values()) / len(week))
+    """
+
+    asset: str
+    partition_mapping: PartitionMapping | None = None
+
+
 # eq=False: an asset is an identity (hashable, usable as a dict key), not a value to compare.
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class AssetDef:
@@ -42,7 +67,10 @@ class AssetDef:
         fn: The function that computes the value.
         deps: Upstream asset names, in declaration order (``depends_on`` first, then
             parameters named after upstream assets).
-        inputs: The parameter names that receive upstream values (a subset of ``deps``).
+        inputs: The parameter names that receive upstream values.
+        input_assets: For each input, the upstream asset it reads (its own name unless
+            ``ins`` says otherwise).
+        input_mappings: The partition mappings given per input with :class:`AssetIn`.
         wants_context: Whether ``fn``'s first parameter receives the :class:`AssetContext`.
         requires: Resource names the asset needs in ``ctx.resources``.
         io_manager: Name of the I/O manager that stores this asset's values (``None``: the
@@ -63,6 +91,8 @@ class AssetDef:
     description: str | None = None
     deps: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
+    input_assets: Mapping[str, str] = field(default_factory=dict)
+    input_mappings: Mapping[str, PartitionMapping] = field(default_factory=dict)
     wants_context: bool = False
     requires: frozenset[str] = frozenset()
     io_manager: str | None = None
@@ -95,6 +125,7 @@ def asset(
     io_manager: str | None = None,
     partitioned_by: PartitionsDefinition | None = None,
     partition_mappings: Mapping[str, PartitionMapping] | None = None,
+    ins: Mapping[str, AssetIn | str] | None = None,
     tags: Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     code_version: str | None = None,
@@ -114,6 +145,7 @@ def asset(
     io_manager: str | None = None,
     partitioned_by: PartitionsDefinition | None = None,
     partition_mappings: Mapping[str, PartitionMapping] | None = None,
+    ins: Mapping[str, AssetIn | str] | None = None,
     tags: Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     code_version: str | None = None,
@@ -142,6 +174,9 @@ def asset(
             same partition (``{"hourly": fs.TimeWindowMapping()}``, ``{"daily":
             fs.LastPartitions(7)}``). Such an input receives a dict of partition to value
             when a partition reads several.
+        ins: Parameter name to the asset it reads (``AssetIn("sales",
+            fs.LastPartitions(7))``, or just ``"sales"``), for a parameter not named after its
+            asset, or two parameters reading one asset through different mappings.
         tags: String labels, e.g. ``{"team": "finance"}``.
         metadata: JSON-compatible data about the asset.
         code_version: Recorded on every materialization, to tell runs of old code apart.
@@ -168,6 +203,12 @@ def asset(
                     f"Asset {name or getattr(func, '__name__', '?')!r}: {what} takes a list of "
                     f"names, got the string {given!r}; write {what}=[{given!r}]."
                 )
+        if ins is not None and not isinstance(ins, Mapping):
+            raise DefinitionError(
+                f"Asset {name or getattr(func, '__name__', '?')!r}: ins takes a dict of "
+                "parameter name to fs.AssetIn(...) (or an asset name), got "
+                f"{type(ins).__name__}."
+            )
         if partition_mappings is not None and not isinstance(partition_mappings, Mapping):
             raise DefinitionError(
                 f"Asset {name or getattr(func, '__name__', '?')!r}: partition_mappings takes a "
@@ -183,6 +224,7 @@ def asset(
             io_manager=io_manager,
             partitioned_by=partitioned_by,
             partition_mappings=dict(partition_mappings or {}),
+            ins=dict(ins or {}),
             tags=dict(tags or {}),
             metadata=dict(metadata or {}),
             code_version=code_version,
@@ -206,6 +248,7 @@ def _build(
     partitioned_by: PartitionsDefinition | None,
     tags: dict[str, str],
     partition_mappings: dict[str, PartitionMapping] | None = None,
+    ins: dict[str, AssetIn | str] | None = None,
     metadata: dict[str, Any],
     code_version: str | None,
     approval: Approval | None = None,
@@ -242,9 +285,11 @@ def _build(
                 "Pass `other.name` to depend on an AssetDef."
             )
     wants_context, inputs = _read_signature(asset_name, func)
-    deps = depends_on + tuple(p for p in inputs if p not in depends_on)
-    if len(set(deps)) != len(deps):
-        raise DefinitionError(f"Asset {asset_name!r} lists a dependency twice: {list(deps)}.")
+    if len(set(depends_on)) != len(depends_on):
+        raise DefinitionError(f"Asset {asset_name!r} lists a dependency twice: {list(depends_on)}.")
+    sources, input_mappings = _read_ins(asset_name, inputs, ins or {})
+    read = tuple(dict.fromkeys(sources[p] for p in inputs))
+    deps = depends_on + tuple(d for d in read if d not in depends_on)
     if asset_name in deps:
         raise DefinitionError(f"Asset {asset_name!r} depends on itself.")
     mappings = partition_mappings or {}
@@ -266,6 +311,8 @@ def _build(
         description=description or (doc.splitlines()[0] if doc else None),
         deps=deps,
         inputs=inputs,
+        input_assets=sources,
+        input_mappings=input_mappings,
         wants_context=wants_context,
         requires=requires,
         io_manager=io_manager,
@@ -277,6 +324,36 @@ def _build(
         approval=approval,
         retry=retry,
     )
+
+
+def _read_ins(
+    asset_name: str, inputs: tuple[str, ...], ins: Mapping[str, AssetIn | str]
+) -> tuple[dict[str, str], dict[str, PartitionMapping]]:
+    """Each input's upstream asset and, where ``ins`` gives one, its partition mapping."""
+    sources = {p: p for p in inputs}
+    mappings: dict[str, PartitionMapping] = {}
+    for param, given in ins.items():
+        if param not in inputs:
+            raise DefinitionError(
+                f"Asset {asset_name!r}: ins names {param!r}, which is not a parameter of its "
+                f"function (it takes {list(inputs)})."
+            )
+        source = AssetIn(given) if isinstance(given, str) else given
+        if not isinstance(source, AssetIn) or not isinstance(source.asset, str):
+            raise DefinitionError(
+                f"Asset {asset_name!r}: ins[{param!r}] must be fs.AssetIn('asset', ...) or an "
+                f"asset name, got {given!r}."
+            )
+        mapping = source.partition_mapping
+        if mapping is not None and not isinstance(mapping, PartitionMapping):
+            raise DefinitionError(
+                f"Asset {asset_name!r}: the partition mapping of ins[{param!r}] must be a "
+                f"PartitionMapping such as fs.LastPartitions(7), got {type(mapping).__name__}."
+            )
+        sources[param] = source.asset
+        if mapping is not None:
+            mappings[param] = mapping
+    return sources, mappings
 
 
 def _read_signature(asset_name: str, func: Callable[..., Any]) -> tuple[bool, tuple[str, ...]]:

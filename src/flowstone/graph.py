@@ -47,6 +47,7 @@ class UpstreamRead:
         partitions: The upstream partitions read, in the upstream's order (``(None,)`` for
             an unpartitioned upstream).
         many: Whether the asset receives a dict of partition to value instead of one value.
+        input: The parameter that receives it (None: waited for, not loaded).
         allow_missing: Whether upstream partitions without a successful materialization are
             left out instead of failing the step.
     """
@@ -55,11 +56,23 @@ class UpstreamRead:
     partitions: tuple[Partition, ...]
     many: bool = False
     allow_missing: bool = False
+    #: The parameter that receives the value; None for a ``depends_on``-only dependency.
+    input: str | None = None
 
     @property
     def keys(self) -> tuple[str, ...]:
         """The encoded upstream partitions."""
         return tuple(encode_partition(p) for p in self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class _Edge:
+    """One way an asset reads an upstream asset: through a parameter, or only waiting for it
+    (``depends_on``); with the partition mapping (None: the upstream is unpartitioned)."""
+
+    input: str | None
+    dep: str
+    mapping: PartitionMapping | None
 
 
 class AssetGraph:
@@ -103,7 +116,7 @@ class AssetGraph:
             self._check_resources(resources)
         if io_managers is not None:
             self._check_io_managers(io_managers)
-        self._mappings = self._check_partitions()
+        self._edges = self._check_partitions()
 
     # --- queries ---------------------------------------------------------------------------
     @property
@@ -143,8 +156,9 @@ class AssetGraph:
 
     def mapping(self, name: str, dep: str) -> PartitionMapping | None:
         """How ``name``'s partitions read ``dep``'s: the declared mapping, the identity between
-        two assets partitioned alike, or None when either side is unpartitioned."""
-        return self._mappings.get((name, dep))
+        two assets partitioned alike, or None when ``dep`` is unpartitioned (the first
+        parameter's, when several read ``dep``)."""
+        return next((e.mapping for e in self._edges[name] if e.dep == dep), None)
 
     def reads(
         self, name: str, partition: Partition, *, as_of: datetime | None = None
@@ -161,11 +175,11 @@ class AssetGraph:
         """
         asset = self.get(name)
         found = []
-        for dep in asset.deps:
-            mapping = self._mappings.get((name, dep))
+        for edge in self._edges[name]:
+            dep, mapping = edge.dep, edge.mapping
             if mapping is None:
                 # Unpartitioned upstream: its one value, whatever this partition is.
-                found.append(UpstreamRead(dep, (None,)))
+                found.append(UpstreamRead(dep, (None,), input=edge.input))
                 continue
             upstream = self._assets[dep].partitioned_by
             assert upstream is not None  # a mapping is only kept for a partitioned upstream
@@ -188,7 +202,7 @@ class AssetGraph:
                     "a whole hour?). Partition both assets alike, or read a dict with "
                     "fs.AllPartitions()/fs.LastPartitions(n)."
                 )
-            found.append(UpstreamRead(dep, partitions, many, mapping.allow_missing))
+            found.append(UpstreamRead(dep, partitions, many, mapping.allow_missing, edge.input))
         return tuple(found)
 
     def readers(self, name: str, dep: str, partition: Partition) -> tuple[Partition, ...] | None:
@@ -197,12 +211,19 @@ class AssetGraph:
         down = self.get(name).partitioned_by
         if down is None:
             return (None,)
-        mapping = self._mappings.get((name, dep))
-        if mapping is None:
-            return None  # below an unpartitioned asset: every partition reads it
         upstream = self._assets[dep].partitioned_by
-        assert upstream is not None
-        return mapping.downstream_partitions(partition, down, upstream)
+        found: dict[str, Partition] = {}
+        for edge in self._edges[name]:
+            if edge.dep != dep:
+                continue
+            if edge.mapping is None:
+                return None  # below an unpartitioned asset: every partition reads it
+            assert upstream is not None
+            readers = edge.mapping.downstream_partitions(partition, down, upstream)
+            if readers is None:
+                return None
+            found.update((encode_partition(p), p) for p in readers)
+        return tuple(found.values())
 
     def upstream(self, name: str) -> set[str]:
         """Every asset ``name`` depends on, transitively (not ``name`` itself)."""
@@ -258,21 +279,33 @@ class AssetGraph:
         return "\n".join(lines) + "\n"
 
     def _edge_label(self, name: str, dep: str, template: str) -> str:
-        mapping = self._mappings.get((name, dep))
-        if mapping is None or mapping is _IDENTITY:
-            return ""
-        return template.format(mapping.describe())
+        """The mappings (other than the default) through which ``name`` reads ``dep``, each
+        with its parameter when that is not named after ``dep``."""
+        labels = []
+        for edge in self._edges[name]:
+            if edge.dep != dep:
+                continue
+            aliased = edge.input is not None and edge.input != dep
+            if edge.mapping is None or edge.mapping is _IDENTITY:
+                if aliased:
+                    labels.append(f"{edge.input}")
+                continue
+            shown = edge.mapping.describe()
+            labels.append(f"{edge.input}: {shown}" if aliased else shown)
+        return template.format(", ".join(labels)) if labels else ""
 
     # --- validation ------------------------------------------------------------------------
     def _check_dependencies(self) -> None:
         for a in self._assets.values():
             for dep in a.deps:
                 if dep not in self._assets:
-                    via = (
-                        "has a parameter named"
-                        if dep in a.inputs
-                        else "depends on (depends_on=[...])"
-                    )
+                    readers = [p for p in a.inputs if a.input_assets.get(p, p) == dep]
+                    if not readers:
+                        via = "depends on (depends_on=[...])"
+                    elif readers[0] == dep:
+                        via = "has a parameter named"
+                    else:
+                        via = f"reads (ins={{{readers[0]!r}: ...}})"
                     raise UnknownDependencyError(a.name, dep, self._assets, via=via)
 
     def _check_resources(self, provided: Collection[str]) -> None:
@@ -292,38 +325,53 @@ class AssetGraph:
                     f"Pipeline(..., io_managers={{{a.io_manager!r}: ...}})."
                 )
 
-    def _check_partitions(self) -> dict[tuple[str, str], PartitionMapping]:
-        """The mapping of every edge whose upstream is partitioned: the declared one (checked
-        against both definitions), else the identity between alike-partitioned assets; any
-        other pair is an error that names the mapping to declare."""
-        mappings: dict[tuple[str, str], PartitionMapping] = {}
+    def _check_partitions(self) -> dict[str, tuple[_Edge, ...]]:
+        """Every way each asset reads its dependencies, with the partition mapping of each:
+        the declared one (an ``AssetIn``'s, else the asset's ``partition_mappings`` entry),
+        checked against both definitions, else the identity between alike-partitioned
+        assets; any other pair is an error that names the mapping to declare."""
+        edges: dict[str, tuple[_Edge, ...]] = {}
         for a in self._assets.values():
-            down = a.partitioned_by
-            for dep in a.deps:
-                upstream = self._assets[dep].partitioned_by
-                declared = a.partition_mappings.get(dep)
-                if upstream is None:
-                    if declared is not None:
-                        raise DefinitionError(
-                            f"Asset {a.name!r} has a partition mapping for {dep!r}, which is "
-                            "not partitioned: every partition reads its one value. Drop the "
-                            "mapping."
-                        )
-                    continue
-                if declared is not None:
-                    try:
-                        declared.check(down, upstream)
-                    except DefinitionError as exc:
-                        raise DefinitionError(
-                            f"Asset {a.name!r}: the partition mapping for {dep!r} does not fit: "
-                            f"{exc}."
-                        ) from None
-                    mappings[(a.name, dep)] = declared
-                elif down is not None and down == upstream:
-                    mappings[(a.name, dep)] = _IDENTITY
-                else:
-                    raise DefinitionError(_needs_mapping(a.name, down, dep, upstream))
-        return mappings
+            ways: list[tuple[str | None, str, PartitionMapping | None]] = [
+                (p, a.input_assets.get(p, p), a.input_mappings.get(p)) for p in a.inputs
+            ]
+            read = {dep for _, dep, _ in ways}
+            ways += [(None, dep, None) for dep in a.deps if dep not in read]
+            edges[a.name] = tuple(
+                _Edge(param, dep, self._edge_mapping(a, param, dep, declared))
+                for param, dep, declared in ways
+            )
+        return edges
+
+    def _edge_mapping(
+        self,
+        a: AssetDef,
+        param: str | None,
+        dep: str,
+        declared: PartitionMapping | None,
+    ) -> PartitionMapping | None:
+        down = a.partitioned_by
+        upstream = self._assets[dep].partitioned_by
+        declared = declared or a.partition_mappings.get(dep)
+        what = f"{dep!r}" if param in (None, dep) else f"parameter {param!r} (reading {dep!r})"
+        if upstream is None:
+            if declared is not None:
+                raise DefinitionError(
+                    f"Asset {a.name!r} has a partition mapping for {what}, which is not "
+                    "partitioned: every partition reads its one value. Drop the mapping."
+                )
+            return None
+        if declared is not None:
+            try:
+                declared.check(down, upstream)
+            except DefinitionError as exc:
+                raise DefinitionError(
+                    f"Asset {a.name!r}: the partition mapping for {what} does not fit: {exc}."
+                ) from None
+            return declared
+        if down is not None and down == upstream:
+            return _IDENTITY
+        raise DefinitionError(_needs_mapping(a.name, down, dep, upstream))
 
     def _sort(self) -> tuple[str, ...]:
         # Kahn's algorithm, taking ready assets in declaration order.

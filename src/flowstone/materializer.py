@@ -191,7 +191,9 @@ class Materializer:
                 approval=step.approval,
             )
             kwargs = {
-                name: self._load_input(asset, inputs[name], scope.io) for name in asset.inputs
+                given.read.input: self._load_input(asset, given, scope.io)
+                for given in inputs
+                if given.read.input is not None
             }
             output = self._call(asset, step, context, kwargs)
             if isinstance(output, WaitForApproval):
@@ -233,8 +235,8 @@ class Materializer:
                 upstream_partition_key=up.partition_key,
                 consumed_at=completed_at,
             )
-            for read in inputs.values()
-            for up, _ in read.found
+            # One edge per upstream materialization, however many parameters read it.
+            for up in {r.id: r for read in inputs for r, _ in read.found}.values()
         ]
         try:
             self._save_final(done, lineage, [self._audit(done, {})], on_final, None)
@@ -341,10 +343,11 @@ class Materializer:
     # --- the steps -------------------------------------------------------------------------
     def _resolve_upstream(
         self, step: Step, upstream: Mapping[StepKey, MaterializationRecord]
-    ) -> dict[str, _Input]:
-        """The exact materialization of each upstream partition to read, by dependency: from
-        this run when it produced it, else the latest success in the store."""
-        found: dict[str, _Input] = {}
+    ) -> list[_Input]:
+        """The exact materialization of each upstream partition to read, for each way the asset
+        reads a dependency: from this run when it produced it, else the latest success in the
+        store."""
+        found: list[_Input] = []
         # As of the run's creation: an open-ended window read what the run planned.
         for read in self._graph.reads(step.asset.name, step.partition, as_of=step.created_at):
             records: list[tuple[MaterializationRecord, Partition]] = []
@@ -368,14 +371,14 @@ class Materializer:
                     read=read.many,
                     shown=partition_repr(step.partition),
                 )
-            found[read.dep] = _Input(read, tuple(records))
+            found.append(_Input(read, tuple(records)))
         return found
 
     def _load_input(self, asset: AssetDef, given: _Input, io: IOSelection) -> Any:
         """The value a parameter receives: the upstream value, or a dict of upstream
         partition to value (oldest first) when the partition mapping reads several."""
         dep = self._graph.get(given.read.dep)
-        hint = self._input_type(asset, dep.name)
+        hint = self._input_type(asset, given.read.input or dep.name)
         if not given.read.many:
             if not given.found:
                 return None  # allow_missing, and the one partition it reads is missing

@@ -116,9 +116,9 @@ def step_deps(
     """The (asset, encoded partition) of every upstream partition ``asset`` reads for
     ``partition``, through its partition mappings (:meth:`AssetGraph.reads`; ``as_of``: the
     run's creation time)."""
-    return [
-        (read.dep, key) for read in graph.reads(asset, partition, as_of=as_of) for key in read.keys
-    ]
+    # dict.fromkeys: two parameters may read the same upstream partition.
+    reads = graph.reads(asset, partition, as_of=as_of)
+    return list(dict.fromkeys((read.dep, key) for read in reads for key in read.keys))
 
 
 def deps_in(
