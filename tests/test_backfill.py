@@ -617,3 +617,30 @@ def test_partitions_waiting_for_approval_are_counted_apart_and_never_asked_twice
         assert pipeline.load("announce", dt.date(2025, 1, 1)) == 10
         assert len(pipeline.approvals()) == 2
         assert runs[dt.date(2025, 1, 3)] == 0  # a gate asks before the asset runs
+
+
+def test_a_partition_with_two_gates_is_not_asked_again_while_its_second_gate_waits(
+    store_url: str,
+) -> None:
+    days = fs.DailyPartitions(start="2025-01-01", end="2025-01-02")
+
+    @fs.asset(partitioned_by=days, approval=fs.Approval("First sign-off?"))
+    def first(ctx):  # type: ignore[no-untyped-def]
+        return 1
+
+    @fs.asset(partitioned_by=days, approval=fs.Approval("Second sign-off?"))
+    def second(ctx, first):  # type: ignore[no-untyped-def]
+        return first + 1
+
+    with fs.Pipeline([first, second], store=store_url) as pipeline:
+        record = pipeline.backfill("second", partitions="all", with_upstream=True).backfill
+        [ask_first] = pipeline.approvals()
+        pipeline.approve(ask_first.id, by="ana")
+        [ask_second] = pipeline.approvals()
+        assert ask_second.asset == "second"
+        again = pipeline.resume_backfill(record.id).backfill
+        assert (again.status, again.waiting) == (BackfillStatus.WAITING, 1)
+        assert [a.asset for a in pipeline.approvals()] == ["second"]  # nobody asked twice
+        pipeline.approve(ask_second.id, by="ana")
+        done = pipeline.resume_backfill(record.id).backfill
+        assert (done.status, done.success) == (BackfillStatus.SUCCESS, 1)

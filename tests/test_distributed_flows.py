@@ -107,10 +107,20 @@ def test_two_schedulers_tick_once_and_the_workers_run_it(pg: Cluster) -> None:
         scheduler.close()
 
 
-# --- backfills: run on the caller's threads, recorded in the shared store ------------------------
-def test_a_backfill_from_a_distributed_pipeline_runs_on_the_callers_threads(pg: Cluster) -> None:
-    pipeline = pg.pipeline("partitioned")  # no worker started: nothing is enqueued
-    result = pipeline.backfill("regional", partitions="all")
+# --- backfills: each chunk is a run on the workers ---------------------------------------------
+def test_a_backfill_from_a_distributed_pipeline_runs_its_chunks_on_the_workers(
+    pg: Cluster,
+) -> None:
+    pipeline = pg.pipeline("partitioned")
+    pg.start_worker("partitioned", "--concurrency", "2")
+    seen = []
+    result = pipeline.backfill("regional", partitions="all", chunk_size=1, progress=seen.append)
     result.raise_for_status()
-    assert result.backfill.success == 2
+    assert (result.backfill.success, len(result.run_ids)) == (2, 2)
     assert [pipeline.load("regional", key) for key in ("eu", "us")] == ["eu", "us"]
+    # The workers ran them (they log each execution), once per partition.
+    ran = Counter(
+        (e.asset, e.partition_key) for run_id in result.run_ids for e in pg.executions(run_id)
+    )
+    assert ran == Counter({("regional", "s:eu"): 1, ("regional", "s:us"): 1})
+    assert seen[-1].success == 2

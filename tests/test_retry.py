@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -190,3 +192,73 @@ def test_an_interrupted_run_stops_waiting_and_records_the_failure() -> None:
         assert (record.status, record.attempt) == (Status.FAILED, 1)
         stored = pipeline.store.get_materialization(record.id)
         assert stored is not None and stored.status == Status.FAILED
+
+
+def test_ctrl_c_during_a_backoff_on_the_calling_thread_records_the_failure() -> None:
+    import _thread
+
+    pipeline, attempts = flaky_pipeline(
+        "memory", fails=5, policy=fs.RetryPolicy(max_attempts=3, backoff=60.0, max_backoff=60.0)
+    )
+    pipeline = fs.Pipeline(
+        list(pipeline.graph.assets.values()),
+        store="memory",
+        executor=inprocess.InProcessExecutor(max_workers=1),  # every step on this thread
+    )
+    threading.Thread(
+        target=lambda: (wait_until(lambda: bool(attempts), "attempt 1"), _thread.interrupt_main())
+    ).start()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.materialize_all()
+    [prices] = pipeline.store.list_materializations(asset="prices", limit=None)
+    assert (prices.status, prices.attempt) == (Status.FAILED, 1)
+    [report] = pipeline.store.list_materializations(asset="report", limit=None)
+    assert report.status == Status.SKIPPED
+
+
+def test_a_backfill_counts_only_the_last_attempt_and_its_cancel_stops_a_backoff() -> None:
+    days = fs.DailyPartitions("2025-01-01", "2025-01-03")
+    tries: Counter[Any] = Counter()
+
+    @fs.asset(partitioned_by=days, retry=fs.RetryPolicy(max_attempts=3, backoff=0.01))
+    def flaky_day(ctx):  # type: ignore[no-untyped-def]
+        tries[ctx.partition] += 1
+        if tries[ctx.partition] == 1:
+            raise Flaky("first try fails")
+        return 1
+
+    seen: list[Any] = []
+    with fs.Pipeline([flaky_day], store="memory") as pipeline:
+        result = pipeline.backfill("flaky_day", partitions="all", progress=seen.append)
+        result.raise_for_status()
+        assert max(p.failed for p in seen) == 0  # a retried attempt is not a failed partition
+        assert (seen[-1].success, result.backfill.success) == (2, 2)
+
+    @fs.asset(partitioned_by=days, retry=fs.RetryPolicy(max_attempts=3, backoff=60.0))
+    def stuck_day(ctx):  # type: ignore[no-untyped-def]
+        raise Flaky("always")
+
+    with fs.Pipeline([stuck_day], store="memory") as pipeline:
+        outcome: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: outcome.append(pipeline.backfill("stuck_day", partitions="all"))
+        )
+        worker.start()
+        wait_until(lambda: bool(pipeline.backfills()), "the backfill to start")
+        wait_until(
+            lambda: (
+                len(pipeline.store.list_materializations(asset="stuck_day", limit=None)) == 2
+                and all(
+                    r.started_at is not None
+                    for r in pipeline.store.list_materializations(asset="stuck_day", limit=None)
+                )
+            ),
+            "both first attempts",
+        )
+        pipeline.cancel_backfill(pipeline.backfills()[0].id)
+        worker.join(timeout=30)  # a hang guard: without the fix it waits out 60 s backoffs
+        assert not worker.is_alive()
+        [result] = outcome
+        assert result.backfill.status == "canceled"
+        statuses = {r.status for r in pipeline.store.list_materializations(limit=None)}
+        assert statuses == {Status.FAILED}  # nothing left pending or running

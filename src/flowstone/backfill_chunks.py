@@ -259,13 +259,17 @@ def new_run(plan: RunPlan, backfill_id: str) -> tuple[RunRecord, AuditEvent]:
 
 
 def _waiting_rows(store: MetadataStore, previous: Mapping[int, BackfillPartition]) -> set[int]:
-    """The positions of ``previous`` rows whose step still waits for its approval."""
+    """The positions of ``previous`` rows whose partition is still in the hands of its run:
+    a step waits for a decision (the one that asked, or a later gate of the same partition
+    once that was approved), or the decision's continuation is still running."""
     found = set()
     for position, row in previous.items():
-        if row.outcome != PartitionOutcome.WAITING or row.materialization_id is None:
+        if row.outcome != PartitionOutcome.WAITING or row.run_id is None:
             continue
-        record = store.get_materialization(row.materialization_id)
-        if record is not None and record.status == Status.WAITING_APPROVAL:
+        records = store.list_materializations(
+            run_id=row.run_id, partition_key=row.partition_key, limit=None
+        )
+        if any(not r.status.is_final for r in records):
             found.add(position)
     return found
 

@@ -89,8 +89,27 @@ class ChunkMaterializer(Materializer):
         if step.partition_key in self._steps_left:
             self._tally.started(step.partition_key)
         record = super().run(step, scope, upstream, **options)
-        self._count(record)
+        # A failure the retry policy retries is not the step's outcome yet (the executor's
+        # retry hook says so): only the last attempt counts.
+        if getattr(options.get("on_final"), "retry_in", None) is None:
+            self._count(record)
         return record
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def observe(self, record: MaterializationRecord) -> None:
+        """Count a step that runs elsewhere (a worker): once as it starts, once as it ends."""
+        if record.status == Status.RUNNING:
+            if record.partition_key in self._steps_left:
+                self._tally.started(record.partition_key)
+        else:
+            self._count(record)
+
+    def give_up(self, record: MaterializationRecord, reason: str) -> MaterializationRecord:
+        given_up = super().give_up(record, reason)
+        self._count(given_up)
+        return given_up
 
     def skip(self, step: Step, run_id: str, reason: str, **options: Any) -> MaterializationRecord:
         record = super().skip(step, run_id, reason, **options)

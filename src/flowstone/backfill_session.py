@@ -165,6 +165,7 @@ def summary(record: BackfillRecord, stop_reason: str | None = None) -> dict[str,
         "skipped": record.skipped,
         "failed": record.failed,
         "canceled": record.canceled,
+        "waiting": record.waiting,
         "remaining": record.remaining,
     }
     if stop_reason is not None:

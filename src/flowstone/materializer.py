@@ -279,6 +279,11 @@ class Materializer:
         )
         return record
 
+    def should_stop(self) -> bool:
+        """Whether whoever runs this materializer asked its steps to stop (a backfill's
+        cancel); an executor waiting to retry a step stops waiting then."""
+        return False
+
     def give_up(self, record: MaterializationRecord, reason: str) -> MaterializationRecord:
         """Record ``record``, a failed attempt whose retry will not happen (the executor
         stopped while waiting for it), as the step's final status."""

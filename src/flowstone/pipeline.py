@@ -473,7 +473,7 @@ class Pipeline:
                     self.graph,
                     store,
                     self._telemetry,
-                    self._execute,
+                    self._execute_chunk,
                     materializer=lambda stop, tally: ChunkMaterializer(
                         self.graph,
                         store,
@@ -484,6 +484,26 @@ class Pipeline:
                     ),
                 )
             return self._backfiller
+
+    def _execute_chunk(
+        self, plan: RunPlan, run: RunRecord, *, executor: Executor, materializer: Materializer
+    ) -> RunResult:
+        """Run a backfill chunk's recorded run: on the workers with the distributed executor
+        (this process follows it, counting each partition as it ends, and cancels it on a
+        cancel), else on the backfill's threads."""
+        from flowstone.backfill_materializer import ChunkMaterializer
+
+        if isinstance(self._executor, DistributedExecutor):
+            assert isinstance(materializer, ChunkMaterializer)  # what the backfiller makes
+            return self._executor.run_recorded(
+                self.store,
+                plan,
+                run,
+                io=IOSelection(self._io.managers, self._io.default),
+                observe=materializer.observe,
+                should_stop=materializer.should_stop,
+            )
+        return self._execute(plan, run, executor=executor, materializer=materializer)
 
     # --- schedules and sensors --------------------------------------------------------------
     def schedule(
@@ -617,7 +637,8 @@ class Pipeline:
         poll_interval: float = 0.5,
         on_progress: Progress | None = None,
     ) -> RunResult:
-        """Follow a run (submitted to workers, or running elsewhere) until it ends.
+        """Follow a run (submitted to workers, or running elsewhere) until it ends, or waits
+        for approvals with nothing else in flight.
 
         Args:
             timeout: Give up after this many seconds; the result is then still ``running``.
@@ -634,7 +655,12 @@ class Pipeline:
             run.raise_for_status()
         """
         return wait_for_run(
-            self.store, run_id, poll_s=poll_interval, timeout_s=timeout, on_progress=on_progress
+            self.store,
+            run_id,
+            poll_s=poll_interval,
+            timeout_s=timeout,
+            on_progress=on_progress,
+            graph=self.graph,
         )
 
     def cancel_run(self, run_id: str, *, actor: str = "user") -> Cancellation:

@@ -90,6 +90,13 @@ def report_submitted(pipeline: Pipeline, result: RunResult, *, wait: bool, as_js
     if result.ok:
         _note(f"Run {result.run_id} succeeded.")
         return EXIT_OK
+    if result.status == RunStatus.WAITING_APPROVAL:
+        # As in-process: waiting for a person is not a failure.
+        _note(
+            f"Run {result.run_id} is waiting for approval: `flowstone approvals list`, then "
+            "approve or reject; the workers continue it."
+        )
+        return EXIT_OK
     shown = [
         f"{r.asset}: {r.error_type}: {output.first_line(r.error_message, 120)}"
         for r in result.failed

@@ -15,16 +15,18 @@ Importing this module is cheap: procrastinate is imported when a run is first su
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from flowstone.checkpoints import ApprovalStatus, audit_event
 from flowstone.errors import DistributedSetupError, UnknownRunError
-from flowstone.execution.scheduling import Continuation, continue_decided, run_event
+from flowstone.execution.scheduling import MOVING, Continuation, continue_decided, run_event
 from flowstone.graph import AssetGraph
 from flowstone.io import MemoryIOManager
 from flowstone.materializer import IOSelection, Materializer, RunScope
-from flowstone.planner import RunPlan
+from flowstone.partitions import decode_partition
+from flowstone.planner import RunPlan, deps_in
 from flowstone.records import (
     AuditEvent,
     MaterializationRecord,
@@ -180,11 +182,12 @@ class DistributedExecutor:
             run = tx.get_run()
             if run is None:
                 raise UnknownRunError(run_id)
-            if run.status != RunStatus.RUNNING:
+            if run.status not in MOVING:
                 return run, 0, []
             now, records = utcnow(), tx.materializations()
             message = f"run {run_id} was cancelled by {actor}"
-            pending = [r for r in records if r.status == Status.PENDING]
+            # Steps waiting for a person are not started either: cancelled with the rest.
+            pending = [r for r in records if r.status in (Status.PENDING, Status.WAITING_APPROVAL)]
             for record in pending:
                 cancelled = replace(
                     record,
@@ -206,6 +209,8 @@ class DistributedExecutor:
 
         run, steps, unfinished = store.run_transaction(run_id, work)
         jobs_cancelled, jobs_aborting = queue.cancel_jobs(dsn, unfinished) if unfinished else (0, 0)
+        if run.status == RunStatus.CANCELLED:
+            _close_requests(store, run_id, actor)
         return Cancellation(run, steps, jobs_cancelled, jobs_aborting)
 
     def continue_run(
@@ -271,10 +276,69 @@ class DistributedExecutor:
         calling process."""
         raise DistributedSetupError(
             "The distributed executor does not run plans in this process: "
-            "Pipeline.materialize/materialize_all submit them to the workers, and approval "
-            "decisions continue runs there. Running a backfill through it is not supported "
-            "yet; use the in-process executor for that."
+            "Pipeline.materialize/materialize_all and backfills submit them to the workers, "
+            "and approval decisions continue runs there."
         )
+
+    def run_recorded(
+        self,
+        store: MetadataStore,
+        plan: RunPlan,
+        run: RunRecord,
+        *,
+        io: IOSelection,
+        observe: Callable[[MaterializationRecord], object],
+        should_stop: Callable[[], bool],
+        poll_s: float = 0.2,
+    ) -> RunResult:
+        """Hand a recorded run (``run`` and its ``pending`` steps are in the store) to the
+        workers and follow it until it settles: closed, or resting on approvals with nothing
+        in flight. Used for a backfill's chunks.
+
+        Args:
+            io: The run's I/O selection (checked: every value must be readable by every worker).
+            observe: Called once with each step's record as it starts (``running``) and once
+                as it ends (final or ``waiting_approval``).
+            should_stop: Polled: True cancels the run (steps not started are ``cancelled``;
+                running ones finish), and the call returns once nothing is running.
+
+        Raises:
+            DistributedSetupError: the store is not PostgreSQL.
+        """
+        from flowstone.execution import queue
+
+        self.prepare(store)
+        _check_io(plan, io)
+        first = [
+            queue.StepJob(run_id=run.id, asset=step.asset.name, partition_key=step.partition_key)
+            for step in plan.steps
+            if not step.deps_in_plan
+        ]
+        self.enqueue(store, first)
+        deps = {step.key: step.deps_in_plan for step in plan.steps}
+        seen: dict[str, Status] = {}
+        cancelled = False
+        while True:
+            current = store.get_run(run.id)
+            records = store.list_materializations(run_id=run.id, limit=None)[::-1]
+            for record in records:
+                if seen.get(record.id) != record.status and (
+                    record.status == Status.RUNNING or _settled(record.status)
+                ):
+                    seen[record.id] = record.status
+                    observe(record)
+            if current is None or _rests(current, records, deps):
+                status = current.status if current is not None else RunStatus.FAILED
+                return RunResult(
+                    run_id=run.id,
+                    status=status,
+                    partition_key=run.partition_key,
+                    materializations=tuple(records),
+                )
+            if should_stop() and not cancelled:
+                self.cancel(store, run.id, actor="backfill")
+                cancelled = True
+            time.sleep(poll_s)
 
     def close(self) -> None:
         """Nothing to release: each call uses the store's own connections."""
@@ -300,6 +364,48 @@ class DistributedRuns:
     def advance(self, run_id: str, *, decided: bool = False) -> RunResult:
         """Enqueue what the decisions let run, skip what they stop, record the status."""
         return self._executor.continue_run(self._store, self._graph, self._materializer, run_id)
+
+
+def _close_requests(store: MetadataStore, run_id: str, actor: str) -> None:
+    """Reject the pending approval requests of a cancelled run, so nobody is asked about it
+    (one already past its timeout is left to the expiry sweep)."""
+    now = utcnow()
+    for request in store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING, limit=None):
+        decided = replace(
+            request,
+            status=ApprovalStatus.REJECTED,
+            decided_by=actor,
+            decided_at=now,
+            reason=f"run {run_id} was cancelled",
+        )
+        store.decide_approval(decided, audit=[audit_event(decided)])
+
+
+def _settled(status: Status) -> bool:
+    return status.is_final or status == Status.WAITING_APPROVAL
+
+
+def _rests(
+    run: RunRecord,
+    records: Sequence[MaterializationRecord],
+    deps: Mapping[tuple[str, str], tuple[tuple[str, str], ...]],
+) -> bool:
+    """Whether nothing more happens in ``run`` without a person: it closed, or only steps
+    waiting for an approval (and the steps below them) are left."""
+    if run.status not in (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL):
+        return True
+    by_key = {(r.asset, r.partition_key): r for r in records}
+    for record in records:
+        if record.status == Status.RUNNING:
+            return False
+        # A pending step is ready (queued, or about to be) when its in-run dependencies all
+        # succeeded; below a waiting or failed step it is not.
+        below = deps.get((record.asset, record.partition_key), ())
+        if record.status == Status.PENDING and all(
+            by_key[d].status == Status.SUCCESS for d in below
+        ):
+            return False
+    return True
 
 
 def postgres_dsn(store: MetadataStore) -> str:
@@ -329,11 +435,15 @@ def wait_for_run(
     poll_s: float = 0.5,
     timeout_s: float | None = None,
     on_progress: Progress | None = None,
+    graph: AssetGraph | None = None,
 ) -> RunResult:
-    """Follow a run until it is no longer ``running`` (or ``timeout_s`` passed).
+    """Follow a run until it ends, or rests on approvals with nothing in flight (or
+    ``timeout_s`` passed).
 
     Args:
         on_progress: Called with the run and its records whenever a step's status changed.
+        graph: The run's graph, to tell a pending step that is ready (queued) from one held
+            below a waiting step; without it a waiting run rests once no step is running.
 
     Returns:
         The run's result; still ``running`` when the timeout passed first.
@@ -353,7 +463,7 @@ def wait_for_run(
         if on_progress is not None and state != seen:
             on_progress(run, records)
         seen = state
-        if run.status != RunStatus.RUNNING or (
+        if _ended_or_resting(run, records, graph) or (
             deadline is not None and time.monotonic() >= deadline
         ):
             return RunResult(
@@ -363,6 +473,24 @@ def wait_for_run(
                 materializations=tuple(records),
             )
         time.sleep(poll_s)
+
+
+def _ended_or_resting(
+    run: RunRecord, records: Sequence[MaterializationRecord], graph: AssetGraph | None
+) -> bool:
+    if run.status != RunStatus.WAITING_APPROVAL:
+        return run.status != RunStatus.RUNNING
+    if graph is None:
+        return not any(r.status == Status.RUNNING for r in records)
+    present = {(r.asset, r.partition_key) for r in records}
+    deps = {
+        (r.asset, r.partition_key): deps_in(
+            graph, r.asset, decode_partition(r.partition_key), present, as_of=r.created_at
+        )
+        for r in records
+        if r.status == Status.PENDING and r.asset in graph
+    }
+    return _rests(run, records, deps)
 
 
 def _check_io(plan: RunPlan, io: IOSelection) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures as cf
 from dataclasses import replace
@@ -127,9 +128,25 @@ def _run_step(
         record = materializer.run(step, scope, upstream, attempt=attempt, on_final=hook)
         if hook.retry_in is None:
             return record
-        if stop.wait(hook.retry_in):
-            return materializer.give_up(record, "run interrupted before the retry")
+        try:
+            stopped = _wait(hook.retry_in, stop, materializer)
+        except BaseException:
+            # Ctrl-C while this waits on the calling thread: the failure is final.
+            materializer.give_up(record, "run interrupted before the retry")
+            raise
+        if stopped:
+            return materializer.give_up(record, "run stopped before the retry")
         attempt = record.attempt + 1
+
+
+def _wait(seconds: float, stop: threading.Event, materializer: Materializer) -> bool:
+    """Wait ``seconds`` unless the run is interrupted or the materializer's owner asks to
+    stop (a backfill's cancel); True when stopped."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if stop.wait(min(left, 0.25)) or materializer.should_stop():
+            return True
+    return False
 
 
 class _RetryHook:
