@@ -124,3 +124,12 @@ def test_a_backfill_from_a_distributed_pipeline_runs_its_chunks_on_the_workers(
     )
     assert ran == Counter({("regional", "s:eu"): 1, ("regional", "s:us"): 1})
     assert seen[-1].success == 2
+
+
+def test_a_scheduler_refuses_values_the_workers_could_not_read(pg: Cluster) -> None:
+    from flowstone.errors import DistributedSetupError
+    from flowstone.scheduler import Scheduler
+
+    pipeline = pg.pipeline("diamond", default_io_manager="memory")
+    with pytest.raises(DistributedSetupError, match="would store their values in memory"):
+        Scheduler(pipeline)

@@ -34,6 +34,7 @@ from flowstone.execution.distributed import (
     DistributedExecutor,
     DistributedRuns,
     Progress,
+    check_shared_io,
     wait_for_run,
 )
 from flowstone.graph import AssetGraph
@@ -484,6 +485,21 @@ class Pipeline:
                     ),
                 )
             return self._backfiller
+
+    def check_distributable(self) -> None:
+        """Check that workers can run this pipeline's runs: a PostgreSQL store (it carries the
+        queue) and no asset storing its value in memory.
+
+        Raises:
+            DistributedSetupError: they cannot; the message says what to change.
+        """
+        executor = self._executor
+        if not isinstance(executor, DistributedExecutor):
+            executor = DistributedExecutor()
+        executor.prepare(self.store)
+        check_shared_io(
+            self.graph.assets.values(), IOSelection(self._io.managers, self._io.default)
+        )
 
     def _execute_chunk(
         self, plan: RunPlan, run: RunRecord, *, executor: Executor, materializer: Materializer

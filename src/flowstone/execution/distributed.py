@@ -15,10 +15,11 @@ Importing this module is cheap: procrastinate is imported when a run is first su
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from flowstone.asset import AssetDef
 from flowstone.checkpoints import ApprovalStatus, audit_event
 from flowstone.errors import DistributedSetupError, UnknownRunError
 from flowstone.execution.scheduling import MOVING, Continuation, continue_decided, run_event
@@ -494,10 +495,14 @@ def _ended_or_resting(
 
 
 def _check_io(plan: RunPlan, io: IOSelection) -> None:
+    check_shared_io([step.asset for step in plan.steps], io)
+
+
+def check_shared_io(assets: Iterable[AssetDef], io: IOSelection) -> None:
+    """Raise :class:`DistributedSetupError` when one of ``assets`` would store its value in
+    memory, where workers in other processes cannot read it."""
     in_memory = sorted(
-        step.asset.name
-        for step in plan.steps
-        if isinstance(io.for_asset(step.asset)[1], MemoryIOManager)
+        {asset.name for asset in assets if isinstance(io.for_asset(asset)[1], MemoryIOManager)}
     )
     if in_memory:
         raise DistributedSetupError(

@@ -70,9 +70,9 @@ class Scheduler:
         max_concurrent_runs: int = 4,
     ) -> None:
         if isinstance(pipeline.executor, DistributedExecutor):
-            # Tick runs go to the workers: refuse a store that cannot carry the queue before
-            # any tick is recorded.
-            pipeline.executor.prepare(pipeline.store)
+            # Tick runs go to the workers: refuse a store that cannot carry the queue, or
+            # values the workers could not share, before any tick is recorded.
+            pipeline.check_distributable()
         if poll_interval <= 0 or recovery_grace <= 0 or max_concurrent_runs < 1:
             raise ValueError(
                 "poll_interval and recovery_grace must be positive, max_concurrent_runs >= 1"
