@@ -133,3 +133,21 @@ def test_a_scheduler_refuses_values_the_workers_could_not_read(pg: Cluster) -> N
     pipeline = pg.pipeline("diamond", default_io_manager="memory")
     with pytest.raises(DistributedSetupError, match="would store their values in memory"):
         Scheduler(pipeline)
+
+
+def test_a_decision_from_an_in_process_pipeline_hands_a_workers_run_back_to_them(
+    pg: Cluster,
+) -> None:
+    from flowstone.execution import InProcessExecutor
+
+    pipeline = pg.pipeline("approvals")
+    pg.start_worker("approvals")
+    submitted = pipeline.materialize_all()
+    assert settled(pg, submitted.run_id).status == RunStatus.WAITING_APPROVAL
+    local = pg.pipeline("approvals", executor=InProcessExecutor())  # e.g. a plain CLI
+    [request] = local.approvals()
+    assert local.approve(request.id, by="ana").status == RunStatus.RUNNING  # to the workers
+    done = settled(pg, submitted.run_id)
+    assert done.status == RunStatus.SUCCESS, pg.worker_logs()
+    ran = Counter(e.asset for e in pg.executions(submitted.run_id) if e.event == "done")
+    assert ran == Counter({"gated": 2, "shipped": 1, "unrelated": 1})  # all on the workers

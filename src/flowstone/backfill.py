@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from flowstone.backfill_chunks import BackfillPass, ExecutePlan
@@ -83,11 +83,14 @@ class Backfiller:
         execute: ExecutePlan,
         *,
         materializer: MaterializerFactory,
+        run_tags: Mapping[str, str] | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         lease_s: float = LEASE_S,
     ) -> None:
         self._graph, self._store, self._telemetry = graph, store, telemetry
-        self._context = PassContext(graph, store, telemetry, execute, materializer, heartbeat_s)
+        self._context = PassContext(
+            graph, store, telemetry, execute, materializer, heartbeat_s, dict(run_tags or {})
+        )
         self._lease_s = lease_s
         self._lock = threading.Lock()
         #: Backfill id -> (owner, stop flag) of the passes running in this process.

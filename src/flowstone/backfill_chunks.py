@@ -88,6 +88,7 @@ class BackfillPass:
         stop: StopFlag,
         tally: Tally,
         fresh: bool,
+        run_tags: Mapping[str, str] | None = None,
     ) -> None:
         self._graph, self._store, self._telemetry = graph, store, telemetry
         self._execute = execute
@@ -108,6 +109,7 @@ class BackfillPass:
         self._has_runs = not fresh
         self._executor = InProcessExecutor(record.parallel)
         self._materializer = materializer
+        self._run_tags = dict(run_tags or {})
 
     def forward(self) -> None:
         """The partitions from the cursor to the end of the set."""
@@ -214,7 +216,7 @@ class BackfillPass:
         plan = plan_run(
             self._graph, targets, partitions=[v for _, v in to_run], with_upstream=False
         )
-        run, started = new_run(plan, self.record.id)
+        run, started = new_run(plan, self.record.id, self._run_tags)
         # Pending records, as for every run: the store shows the chunk's plan, and approvals
         # continue the steps left pending below a step waiting for one.
         pending = [step.pending_record(run.id) for step in plan.steps]
@@ -238,7 +240,9 @@ def _positions(rows: Sequence[BackfillPartition]) -> set[int]:
     return {row.position for row in rows}
 
 
-def new_run(plan: RunPlan, backfill_id: str) -> tuple[RunRecord, AuditEvent]:
+def new_run(
+    plan: RunPlan, backfill_id: str, tags: Mapping[str, str] | None = None
+) -> tuple[RunRecord, AuditEvent]:
     """The run record of a chunk's plan (tagged with the backfill) and its audit event."""
     run = RunRecord(
         id=plan.run_id,
@@ -246,7 +250,7 @@ def new_run(plan: RunPlan, backfill_id: str) -> tuple[RunRecord, AuditEvent]:
         targets=plan.targets,
         partition_key=plan.partition_key,
         created_at=plan.created_at,
-        tags={"backfill": backfill_id},
+        tags={**(tags or {}), "backfill": backfill_id},
     )
     started = AuditEvent(
         action="run.started",

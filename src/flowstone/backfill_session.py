@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowstone.backfill_chunks import BackfillPass, ExecutePlan
@@ -42,6 +42,8 @@ class PassContext:
     execute: ExecutePlan
     make_materializer: MaterializerFactory
     heartbeat_s: float
+    #: Tags every chunk's run gets (the distributed executor's queue tag).
+    run_tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def run_pass(
@@ -79,6 +81,7 @@ def run_pass(
         stop=stop,
         tally=tally,
         fresh=fresh,
+        run_tags=context.run_tags,
     )
     heartbeat = Heartbeat(store, record.id, owner, stop, context.heartbeat_s)
     heartbeat.start()

@@ -30,6 +30,7 @@ from flowstone.errors import (
 from flowstone.execution import Executor, InProcessExecutor
 from flowstone.execution.distributed import (
     DEFAULT_QUEUE,
+    QUEUE_TAG,
     Cancellation,
     DistributedExecutor,
     DistributedRuns,
@@ -482,6 +483,12 @@ class Pipeline:
                         stop=stop,
                         tally=tally,
                         notifiers=self._approval_notifiers,
+                    ),
+                    # The workers' chunks are marked theirs, for decisions to continue there.
+                    run_tags=(
+                        {QUEUE_TAG: self._executor.queue}
+                        if isinstance(self._executor, DistributedExecutor)
+                        else None
                     ),
                 )
             return self._backfiller
@@ -982,7 +989,7 @@ class Pipeline:
 
             pipeline.resume_run("3f2a9c1e5d0b4a7e9c8f6a2b1d3e5f70")
         """
-        return self._continuer().advance(run_id, decided=True)
+        return self._continue_run(run_id, decided=True)
 
     def _approval_keys(
         self,
@@ -1022,13 +1029,27 @@ class Pipeline:
         )
 
     def _continuer(self) -> RunContinuer:
-        """Who continues a run after a decision: the workers, on the distributed executor
-        (this process only enqueues); else this process."""
+        """Who continues a run after a decision: see :meth:`_continue_run`."""
         if isinstance(self._executor, DistributedExecutor):
             # Before any decision is recorded: a store that cannot carry the queue refuses.
             self._executor.prepare(self.store)
-            return DistributedRuns(self._executor, self.store, self.graph, self._get_materializer())
-        return self._resumer()
+        return _Continuer(self._continue_run)
+
+    def _continue_run(self, run_id: str, *, decided: bool = False) -> RunResult:
+        """Continue a run after a decision where it runs: a run of the workers (tagged with
+        their queue), or any run when this pipeline is distributed, goes back to the workers
+        (this process only enqueues); an in-process run continues in this process."""
+        run = self.store.get_run(run_id)
+        queue = None if run is None else run.tags.get(QUEUE_TAG)
+        executor = self._executor
+        if queue is not None and not (
+            isinstance(executor, DistributedExecutor) and executor.queue == queue
+        ):
+            executor = DistributedExecutor(queue=queue)
+        if isinstance(executor, DistributedExecutor):
+            runs = DistributedRuns(executor, self.store, self.graph, self._get_materializer())
+            return runs.advance(run_id, decided=decided)
+        return self._resumer().advance(run_id, decided=decided)
 
     def _resumer(self) -> RunResumer:
         from flowstone.resume import RunResumer
@@ -1091,6 +1112,16 @@ class Pipeline:
     def asset_names(self) -> Sequence[str]:
         """Every asset name, in topological order."""
         return self.graph.topological_order()
+
+
+class _Continuer:
+    """A :class:`~flowstone.resume.RunContinuer` made of a function."""
+
+    def __init__(self, advance: Callable[..., RunResult]) -> None:
+        self._advance = advance
+
+    def advance(self, run_id: str, *, decided: bool = False) -> RunResult:
+        return self._advance(run_id, decided=decided)
 
 
 def _is_memory_store(store: object) -> bool:

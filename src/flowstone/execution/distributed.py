@@ -46,6 +46,10 @@ if TYPE_CHECKING:  # the queue glue imports procrastinate: only when a run is su
 #: The queue steps go to unless the executor names another.
 DEFAULT_QUEUE = "flowstone"
 
+#: The run tag that marks a run as the workers' (its value: the queue). A decision on such a
+#: run hands it back to the workers, whatever executor the deciding pipeline has.
+QUEUE_TAG = "flowstone.queue"
+
 #: Called while following a run: (the run, its records so far).
 Progress = Callable[[RunRecord, Sequence[MaterializationRecord]], object]
 
@@ -121,7 +125,7 @@ class DistributedExecutor:
             targets=plan.targets,
             partition_key=plan.partition_key,
             created_at=plan.created_at,
-            tags=dict(tags),
+            tags={**tags, QUEUE_TAG: self.queue},
         )
         pending = [step.pending_record(run.id) for step in plan.steps]
         first = [
@@ -213,6 +217,24 @@ class DistributedExecutor:
         if run.status == RunStatus.CANCELLED:
             _close_requests(store, run_id, actor)
         return Cancellation(run, steps, jobs_cancelled, jobs_aborting)
+
+    def hand_off(self, store: MetadataStore, plan: RunPlan, run: RunRecord) -> None:
+        """Give a run recorded by someone else (a schedule tick, a backfill chunk, created with
+        the :data:`QUEUE_TAG` tag) to the workers: enqueue its first steps (a step already
+        queued is not queued twice).
+
+        Raises:
+            DistributedSetupError: the store is not PostgreSQL.
+        """
+        from flowstone.execution import queue
+
+        self.prepare(store)
+        first = [
+            queue.StepJob(run_id=run.id, asset=step.asset.name, partition_key=step.partition_key)
+            for step in plan.steps
+            if not step.deps_in_plan
+        ]
+        self.enqueue(store, first)
 
     def continue_run(
         self, store: MetadataStore, graph: AssetGraph, materializer: Materializer, run_id: str
@@ -306,16 +328,9 @@ class DistributedExecutor:
         Raises:
             DistributedSetupError: the store is not PostgreSQL.
         """
-        from flowstone.execution import queue
 
-        self.prepare(store)
         _check_io(plan, io)
-        first = [
-            queue.StepJob(run_id=run.id, asset=step.asset.name, partition_key=step.partition_key)
-            for step in plan.steps
-            if not step.deps_in_plan
-        ]
-        self.enqueue(store, first)
+        self.hand_off(store, plan, run)
         deps = {step.key: step.deps_in_plan for step in plan.steps}
         seen: dict[str, Status] = {}
         cancelled = False

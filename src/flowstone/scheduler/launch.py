@@ -21,7 +21,7 @@ from concurrent import futures as cf
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from flowstone.execution.distributed import DistributedExecutor
+from flowstone.execution.distributed import QUEUE_TAG, DistributedExecutor
 from flowstone.partitions import Partition, decode_partition
 from flowstone.pipeline import Pipeline
 from flowstone.planner import RunPlan, Step, StepKey, dependencies_first, deps_in, plan_run
@@ -41,16 +41,8 @@ log = logging.getLogger("flowstone.scheduler")
 def _hand_off(
     executor: DistributedExecutor, pipeline: Pipeline, plan: RunPlan, run: RunRecord
 ) -> RunResult:
-    """Enqueue a recorded tick run's first steps for the workers (they do the rest, as for any
-    submitted run); a step already queued is not queued twice."""
-    from flowstone.execution.queue import StepJob
-
-    first = [
-        StepJob(run_id=run.id, asset=step.asset.name, partition_key=step.partition_key)
-        for step in plan.steps
-        if not step.deps_in_plan
-    ]
-    executor.enqueue(pipeline.store, first)
+    """Give a recorded tick run to the workers (they do the rest, as for any submitted run)."""
+    executor.hand_off(pipeline.store, plan, run)
     return RunResult(
         run_id=run.id,
         status=RunStatus.RUNNING,
@@ -80,6 +72,9 @@ def new_launch(
         UnknownAssetError, PartitionError: the targets or partition do not fit the pipeline.
     """
     plan = plan_run(pipeline.graph, targets, partitions=(partition,), with_upstream=with_upstream)
+    if isinstance(pipeline.executor, DistributedExecutor):
+        # The workers' run: a decision on it continues it there.
+        tags = {**tags, QUEUE_TAG: pipeline.executor.queue}
     run = RunRecord(
         id=plan.run_id,
         status=RunStatus.RUNNING,
