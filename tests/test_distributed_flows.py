@@ -151,3 +151,33 @@ def test_a_decision_from_an_in_process_pipeline_hands_a_workers_run_back_to_them
     assert done.status == RunStatus.SUCCESS, pg.worker_logs()
     ran = Counter(e.asset for e in pg.executions(submitted.run_id) if e.event == "done")
     assert ran == Counter({"gated": 2, "shipped": 1, "unrelated": 1})  # all on the workers
+
+
+def test_cancelling_a_distributed_backfill_cancels_its_chunk_on_the_workers(pg: Cluster) -> None:
+    import threading
+
+    from distributed_fixtures.harness import wait_until
+
+    pipeline = pg.pipeline("slow_parts")
+    pg.start_worker("slow_parts", "--concurrency", "1")
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(pipeline.backfill("slow_part", partitions="all"))
+    )
+    worker.start()
+    wait_until(lambda: bool(pipeline.backfills()), "the backfill to start")
+    backfill_id = pipeline.backfills()[0].id
+    wait_until(
+        lambda: any(e.event == "done" for r in pipeline.runs() for e in pg.executions(r.id)),
+        "a first partition",
+    )
+    pipeline.cancel_backfill(backfill_id)
+    worker.join(timeout=60)
+    assert not worker.is_alive(), pg.worker_logs()
+    [result] = results
+    record = result.backfill
+    assert record.status == "canceled"
+    assert record.success >= 1 and record.canceled >= 1
+    assert record.success + record.canceled == 6
+    statuses = {r.status for r in pipeline.store.list_materializations(limit=None)}
+    assert statuses <= {Status.SUCCESS, Status.CANCELLED}  # nothing left pending or running

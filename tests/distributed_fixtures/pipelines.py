@@ -212,3 +212,19 @@ def unrelated(ctx):
 
 def approvals(**options: Any) -> fs.Pipeline:
     return _build([gated, shipped, unrelated], **options)
+
+
+# --- a slow partitioned asset, for cancels ------------------------------------------------------
+SIX = fs.StaticPartitions(["a", "b", "c", "d", "e", "f"])
+
+
+@fs.asset(partitioned_by=SIX)
+def slow_part(ctx):
+    log(ctx, "start")
+    time.sleep(0.4)
+    log(ctx, "done")
+    return ctx.partition
+
+
+def slow_parts(**options: Any) -> fs.Pipeline:
+    return _build([slow_part], **options)
