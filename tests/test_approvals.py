@@ -26,8 +26,11 @@ from flowstone.errors import (
     ApprovalAlreadyDecidedError,
     ApprovalError,
     ApprovalNotFoundError,
+    DefinitionError,
     NotMaterializedError,
+    RunFailedError,
     RunWaitingError,
+    UnknownAssetError,
 )
 from flowstone.partitions import encode_partition
 from flowstone.planner import plan_run
@@ -109,7 +112,7 @@ def test_a_request_leaves_the_asset_waiting_not_failed(store: MetadataStore) -> 
         pipeline.load("publish", DAY)  # no value is stored while waiting
     with pytest.raises(RunWaitingError, match="waiting for approval of publish") as info:
         run.raise_for_status()
-    assert isinstance(info.value, fs.RunFailedError) and info.value.waiting == ("publish",)
+    assert isinstance(info.value, RunFailedError) and info.value.waiting == ("publish",)
 
     request = only_request(pipeline)
     waiting = run["publish"]
@@ -473,7 +476,7 @@ def test_a_gate_asks_before_the_asset_runs(store: MetadataStore) -> None:
 
 
 def test_a_gate_needs_an_approval_object() -> None:
-    with pytest.raises(fs.DefinitionError, match=r"approval must be fs\.Approval"):
+    with pytest.raises(DefinitionError, match=r"approval must be fs\.Approval"):
 
         @fs.asset(approval="yes please")  # type: ignore[arg-type]
         def risky() -> int:
@@ -670,7 +673,7 @@ def test_ids_unknown_ambiguous_and_by_prefix() -> None:
         pipeline.approve(request.id[:3], by="ana")  # too short to be taken as a prefix
     with pytest.raises(ApprovalError, match="Unknown approval status 'open'"):
         pipeline.approvals(status="open")
-    with pytest.raises(fs.UnknownAssetError):
+    with pytest.raises(UnknownAssetError):
         pipeline.approvals(asset="pubish")
 
 

@@ -29,6 +29,7 @@ from flowstone.errors import (
     UnknownBackfillError,
 )
 from flowstone.records import Status, utcnow
+from flowstone.store import MemoryStore, MetadataStore
 from flowstone.telemetry import TelemetryEvent
 
 DAYS = fs.DailyPartitions(start="2025-01-01", end="2025-02-01")
@@ -53,7 +54,7 @@ class Calls:
             raise ValueError(f"no data for {partition}")
 
 
-def make_pipeline(store: str | fs.MetadataStore, calls: Calls, **options: Any) -> fs.Pipeline:
+def make_pipeline(store: str | MetadataStore, calls: Calls, **options: Any) -> fs.Pipeline:
     @fs.asset
     def regions() -> list[str]:
         calls.called("regions", None)
@@ -303,7 +304,7 @@ def test_cancel_stops_new_partitions_and_leaves_nothing_pending(
 def test_cancel_from_another_pipeline_is_seen_at_the_end_of_the_chunk(
     store_url: str, calls: Calls
 ) -> None:
-    store = fs.MemoryStore() if store_url == "memory" else store_url
+    store = MemoryStore() if store_url == "memory" else store_url
     with (
         make_pipeline(store, calls, default_io_manager="memory") as running,
         make_pipeline(store, Calls(), default_io_manager="memory") as other,

@@ -13,7 +13,7 @@ import flowstone as fs
 from flowstone.errors import DefinitionError, PartitionError
 from flowstone.graph import AssetGraph
 from flowstone.materializer import _mapping_value_type
-from flowstone.partitions import encode_partition
+from flowstone.partitions import PartitionsDefinition, encode_partition
 from flowstone.planner import plan_run
 from flowstone.records import Status
 
@@ -64,7 +64,7 @@ def test_an_hour_reads_the_day_that_holds_it_as_one_value() -> None:
     ],
 )
 def test_the_value_shape_depends_only_on_whether_windows_nest(
-    inner: fs.PartitionsDefinition, outer: fs.PartitionsDefinition, many: bool
+    inner: PartitionsDefinition, outer: PartitionsDefinition, many: bool
 ) -> None:
     assert fs.TimeWindowMapping().many(inner, outer) is many
 

@@ -18,6 +18,7 @@ from flowstone.errors import (
     UnknownAssetError,
 )
 from flowstone.records import Status
+from flowstone.telemetry import TelemetryEvent
 
 
 def test_the_issue_example_runs_on_the_sqlite_default(flowstone_home: Path) -> None:
@@ -305,7 +306,7 @@ def test_telemetry_events_in_order() -> None:
         return a
 
     pipeline = fs.Pipeline([a, b], store="memory")
-    events: list[fs.TelemetryEvent] = []
+    events: list[TelemetryEvent] = []
     unsubscribe = pipeline.subscribe(events.append)
     pipeline.materialize_all()
     names = [e.name for e in events]
@@ -337,7 +338,7 @@ def test_a_failing_telemetry_handler_never_fails_a_run(caplog: pytest.LogCapture
 
     pipeline = fs.Pipeline([a], store="memory")
 
-    def explode(event: fs.TelemetryEvent) -> None:
+    def explode(event: TelemetryEvent) -> None:
         raise RuntimeError("handler bug")
 
     pipeline.subscribe(explode)
@@ -439,7 +440,7 @@ def test_failure_and_skip_telemetry() -> None:
         return bad
 
     pipeline = fs.Pipeline([bad, child], store="memory")
-    events: list[fs.TelemetryEvent] = []
+    events: list[TelemetryEvent] = []
     pipeline.subscribe(events.append, prefix="materialization.")
     pipeline.materialize_all()
     by_name = {e.name: e for e in events}

@@ -13,7 +13,7 @@ import pytest
 
 import flowstone as fs
 from distributed_fixtures import pipelines
-from flowstone.errors import JobRejectedError
+from flowstone.errors import DefinitionError, JobRejectedError
 from flowstone.execution.queue import StepJob
 from flowstone.execution.scheduling import Outcome, after_final, mark_waiting
 from flowstone.materializer import Materializer
@@ -172,7 +172,7 @@ def test_the_executor_is_chosen_by_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("FLOWSTONE_EXECUTOR", "inprocess")
     assert isinstance(pipelines.diamond(store=MemoryStore()).executor, InProcessExecutor)
     monkeypatch.setenv("FLOWSTONE_EXECUTOR", "celery")
-    with pytest.raises(fs.DefinitionError, match="use 'inprocess'"):
+    with pytest.raises(DefinitionError, match="use 'inprocess'"):
         pipelines.diamond(store=MemoryStore())
 
 

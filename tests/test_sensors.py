@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import flowstone as fs
+from flowstone.errors import DefinitionError
 from flowstone.records import RunStatus, Status
 from flowstone.schedule_records import TickKind, TickStatus
 from flowstone.scheduler import Scheduler
@@ -255,5 +256,5 @@ def test_the_decorator_form() -> None:
         return None
 
     assert pipeline.sensors["decorated"].interval_s == 5.0
-    with pytest.raises(fs.DefinitionError, match="already declared"):
+    with pytest.raises(DefinitionError, match="already declared"):
         pipeline.sensor("decorated", decorated)

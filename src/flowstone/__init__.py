@@ -16,6 +16,11 @@ Declare assets as functions, put them in a :class:`Pipeline`, materialize::
     pipeline = fs.Pipeline([raw_events, daily_report])
     run = pipeline.materialize_all("daily_report", partition=dt.date(2025, 1, 15))
     assert run.status == "success"
+
+``__all__`` is the chosen public API; the rest lives in its own module: the error classes in
+:mod:`flowstone.errors`, the stored records in :mod:`flowstone.records`, the stores in
+:mod:`flowstone.store`, approval records in :mod:`flowstone.checkpoints`, telemetry events in
+:mod:`flowstone.telemetry`, ``PartitionsDefinition`` in :mod:`flowstone.partitions`.
 """
 
 from __future__ import annotations
@@ -24,20 +29,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from flowstone.asset import AssetDef, AssetIn, asset
-from flowstone.checkpoints import Approval, ApprovalRecord, ApprovalStatus, WaitForApproval
+from flowstone.checkpoints import Approval, WaitForApproval
 from flowstone.context import AssetContext
-from flowstone.errors import (
-    ApprovalAlreadyDecidedError,
-    ApprovalError,
-    CycleError,
-    DefinitionError,
-    FlowStoneError,
-    MaterializationError,
-    PartitionError,
-    RunFailedError,
-    StoreError,
-    UnknownAssetError,
-)
+from flowstone.errors import FlowStoneError
 from flowstone.execution.distributed import DistributedExecutor  # issue 3
 from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, StorageKey
 from flowstone.partitions import (
@@ -49,28 +43,23 @@ from flowstone.partitions import (
     LastPartitions,
     MonthlyPartitions,
     MultiPartitions,
-    PartitionsDefinition,
     StaticPartitions,
     TimeWindowMapping,
     WeeklyPartitions,
 )
 from flowstone.pipeline import Pipeline
-from flowstone.records import MaterializationRecord, RunResult, RunStatus, Status
+from flowstone.records import RunResult, RunStatus
 from flowstone.resources import Resource, resource
 from flowstone.retry import RetryPolicy  # issue 3
-from flowstone.store import MetadataStore
-from flowstone.telemetry import TelemetryEvent
 
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
     from flowstone.schedules import RunRequest, SensorResult
-    from flowstone.store.memory import MemoryStore
 
 # Loaded on first access (PEP 562): few processes need them, and their modules are a sizeable
 # share of the import budget.
 _LAZY = {
-    "MemoryStore": "flowstone.store.memory",
     "RunRequest": "flowstone.schedules",
     "SensorResult": "flowstone.schedules",
 }
@@ -86,16 +75,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AllPartitions",
     "Approval",
-    "ApprovalAlreadyDecidedError",
-    "ApprovalError",
-    "ApprovalRecord",
-    "ApprovalStatus",
     "AssetContext",
     "AssetDef",
     "AssetIn",
-    "CycleError",
     "DailyPartitions",
-    "DefinitionError",
     "DimensionMapping",
     "DistributedExecutor",
     "FilesystemIOManager",
@@ -104,30 +87,19 @@ __all__ = [
     "IOManager",
     "IdentityMapping",
     "LastPartitions",
-    "MaterializationError",
-    "MaterializationRecord",
     "MemoryIOManager",
-    "MemoryStore",
-    "MetadataStore",
     "MonthlyPartitions",
     "MultiPartitions",
-    "PartitionError",
-    "PartitionsDefinition",
     "Pipeline",
     "Resource",
     "RetryPolicy",
-    "RunFailedError",
     "RunRequest",
     "RunResult",
     "RunStatus",
     "SensorResult",
     "StaticPartitions",
-    "Status",
     "StorageKey",
-    "StoreError",
-    "TelemetryEvent",
     "TimeWindowMapping",
-    "UnknownAssetError",
     "WaitForApproval",
     "WeeklyPartitions",
     "__version__",
