@@ -178,6 +178,7 @@ def test_cancelling_a_distributed_backfill_cancels_its_chunk_on_the_workers(pg: 
     record = result.backfill
     assert record.status == "canceled"
     assert record.success >= 1 and record.canceled >= 1
-    assert record.success + record.canceled == 6
+    # The step running at the cancel finished and counts as a success, not a failure.
+    assert record.success + record.canceled == 6, record.counts
     statuses = {r.status for r in pipeline.store.list_materializations(limit=None)}
     assert statuses <= {Status.SUCCESS, Status.CANCELLED}  # nothing left pending or running

@@ -313,6 +313,7 @@ class DistributedExecutor:
         observe: Callable[[MaterializationRecord], object],
         should_stop: Callable[[], bool],
         poll_s: float = 0.2,
+        cancel_grace_s: float = 60.0,
     ) -> RunResult:
         """Hand a recorded run (``run`` and its ``pending`` steps are in the store) to the
         workers and follow it until it settles: closed, or resting on approvals with nothing
@@ -323,7 +324,9 @@ class DistributedExecutor:
             observe: Called once with each step's record as it starts (``running``) and once
                 as it ends (final or ``waiting_approval``).
             should_stop: Polled: True cancels the run (steps not started are ``cancelled``;
-                running ones finish), and the call returns once nothing is running.
+                running ones finish), and the call returns once nothing is running, or after
+                ``cancel_grace_s`` (a worker that died mid-step leaves it running until its
+                job is recovered).
 
         Raises:
             DistributedSetupError: the store is not PostgreSQL.
@@ -333,7 +336,7 @@ class DistributedExecutor:
         self.hand_off(store, plan, run)
         deps = {step.key: step.deps_in_plan for step in plan.steps}
         seen: dict[str, Status] = {}
-        cancelled = False
+        cancelled_at: float | None = None
         while True:
             current = store.get_run(run.id)
             records = store.list_materializations(run_id=run.id, limit=None)[::-1]
@@ -343,7 +346,8 @@ class DistributedExecutor:
                 ):
                     seen[record.id] = record.status
                     observe(record)
-            if current is None or _rests(current, records, deps):
+            gave_up = cancelled_at is not None and time.monotonic() - cancelled_at > cancel_grace_s
+            if current is None or gave_up or _rests(current, records, deps):
                 status = current.status if current is not None else RunStatus.FAILED
                 return RunResult(
                     run_id=run.id,
@@ -351,9 +355,9 @@ class DistributedExecutor:
                     partition_key=run.partition_key,
                     materializations=tuple(records),
                 )
-            if should_stop() and not cancelled:
+            if should_stop() and cancelled_at is None:
                 self.cancel(store, run.id, actor="backfill")
-                cancelled = True
+                cancelled_at = time.monotonic()
             time.sleep(poll_s)
 
     def close(self) -> None:
@@ -408,12 +412,12 @@ def _rests(
 ) -> bool:
     """Whether nothing more happens in ``run`` without a person: it closed, or only steps
     waiting for an approval (and the steps below them) are left."""
+    if any(r.status == Status.RUNNING for r in records):
+        return False  # even in a cancelled run: a running step still ends, and is recorded
     if run.status not in (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL):
         return True
     by_key = {(r.asset, r.partition_key): r for r in records}
     for record in records:
-        if record.status == Status.RUNNING:
-            return False
         # A pending step is ready (queued, or about to be) when its in-run dependencies all
         # succeeded; below a waiting or failed step it is not.
         below = deps.get((record.asset, record.partition_key), ())
