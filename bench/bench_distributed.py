@@ -93,6 +93,13 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
+def check_alive(processes: list[subprocess.Popen[bytes]], logs: Path) -> None:
+    """Stop waiting when a worker died (a bad import, say): the work would never end."""
+    for process in processes:
+        if process.poll() is not None:
+            raise SystemExit(f"a worker exited with code {process.returncode}; see {logs}")
+
+
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         process.terminate()
@@ -130,6 +137,7 @@ def measure_raw(
             )
             if left == 0:
                 break
+            check_alive(procs, logs)
             time.sleep(0.02)
         elapsed = time.perf_counter() - clock
     finally:
@@ -166,6 +174,7 @@ def measure_flowstone(env: dict[str, str], workers: int, concurrency: int, logs:
         # Poll the run row only (as the raw case polls queue counts): reading every record
         # each time would compete with the workers for this machine's CPUs.
         while (current := pipeline.store.get_run(run.run_id)) and current.status == "running":
+            check_alive(procs, logs)
             time.sleep(0.02)
         elapsed = time.perf_counter() - clock
         result = pipeline.wait_for_run(run.run_id)

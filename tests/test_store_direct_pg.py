@@ -7,7 +7,9 @@ store kind ``postgres-session``); here: both paths write identical rows, and the
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -15,8 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import flowstone as fs
 from flowstone.errors import StoreError
+from flowstone.execution.queue import StepJob
+from flowstone.execution.steps import StepRunner
 from flowstone.records import RunStatus, Status
+from flowstone.store.direct_pg import PgConnection
 from flowstone.store.schema import audit_log, lineage, materializations, runs
 from flowstone.store.sql import SQLStore
 from test_store_contract import POSTGRES_URL, edge, event, mat, postgres_schema, run_record
@@ -198,3 +204,119 @@ def test_sessions_do_not_nest(pg: SQLStore) -> None:
         pg.step_session(run.id, "b", "n:", lock="y"),
     ):
         pass
+
+
+# --- a worker's step, end to end (StepRunner on the direct path) -----------------------------
+class NullIO:
+    """Stores nothing (the steps here are about what the store records)."""
+
+    def store(self, key: Any, value: Any) -> None:
+        return None
+
+    def load(self, key: Any) -> Any:
+        return None
+
+    def exists(self, key: Any) -> bool:
+        return True
+
+    def delete(self, key: Any) -> None:
+        return None
+
+
+@contextmanager
+def step_runner(store: SQLStore, *assets: Any) -> Iterator[StepRunner]:
+    pipeline = fs.Pipeline(list(assets), store=store, io_managers={"default": NullIO()})
+    with pipeline.resource_scope() as resources:
+        materializer = pipeline.step_runtime("", resources=resources)[0]
+
+        def scope_for(run_id: str, io_manager: str | None) -> Any:
+            return pipeline.step_runtime(run_id, resources=resources, io_manager=io_manager)[1]
+
+        yield StepRunner(pipeline.graph, store, materializer, scope_for)
+
+
+def run_step(runner: StepRunner, run_id: str, asset: str) -> str:
+    job = StepJob(run_id=run_id, asset=asset, partition_key="n:")
+    return runner.run(job.to_args(), job_id=None, retries=0, queue_name="default")
+
+
+def test_a_step_that_makes_nothing_ready_costs_three_round_trips(
+    pg: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Status] = []
+
+    @fs.asset
+    def a() -> int:
+        # The posted `running` write is visible to others while the step runs (a hang guard:
+        # the server may not have read it off the socket yet).
+        for _ in range(500):
+            seen[:] = [r.status for r in pg.list_materializations(asset="a")]
+            if seen == [Status.RUNNING]:
+                break
+            time.sleep(0.01)
+        return 1
+
+    @fs.asset
+    def b() -> int:
+        return 2
+
+    run = run_record(targets=("a", "b"))
+    pg.create_run(run, [mat(name, run_id=run.id, status=Status.PENDING) for name in ("a", "b")])
+    sends = 0
+    real_send = PgConnection._send
+
+    def counting_send(self: PgConnection) -> None:
+        nonlocal sends
+        sends += 1
+        real_send(self)
+
+    with step_runner(pg, a, b) as runner:
+        monkeypatch.setattr(PgConnection, "_send", counting_send)
+        done = run_step(runner, run.id, "a")
+        assert (sends, seen) == (3, [Status.RUNNING])
+        assert done == "a success (attempt 1); 0 enqueued"
+        sends = 0
+        run_step(runner, run.id, "b")  # the last step also reads the run's records to close it
+        assert sends == 4
+    finished = pg.get_run(run.id)
+    assert finished is not None and finished.status == RunStatus.SUCCESS
+    records = pg.list_materializations(run_id=run.id)
+    assert sorted((r.asset, r.status, r.attempt) for r in records) == [
+        ("a", Status.SUCCESS, 1),
+        ("b", Status.SUCCESS, 1),
+    ]
+    assert step_locks_held(pg) == 0
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_a_superseded_attempt_writes_nothing_over_the_newer_one(pg: SQLStore, outcome: str) -> None:
+    run = run_record(targets=("a",))
+    step = mat("a", run_id=run.id, status=Status.PENDING)
+    pg.create_run(run, [step])
+
+    @fs.asset
+    def a() -> int:
+        # A newer attempt takes the step over meanwhile (written outside this step's session:
+        # from another thread, through the store's engine).
+        def take_over() -> None:
+            current = pg.get_materialization(step.id)
+            assert current is not None and current.status == Status.RUNNING
+            pg.save_materialization(replace(current, attempt=current.attempt + 1))
+
+        thread = threading.Thread(target=take_over)
+        thread.start()
+        thread.join()
+        if outcome == "failure":
+            raise RuntimeError("boom")
+        return 1
+
+    with step_runner(pg, a) as runner:
+        said = run_step(runner, run.id, "a")
+    assert "superseded (the step is now running, attempt 2)" in said
+    current = pg.get_materialization(step.id)
+    assert current is not None and (current.status, current.attempt) == (Status.RUNNING, 2)
+    actions = [e.action for e in pg.list_audit(correlation_id=run.id, limit=None)]
+    assert not [action for action in actions if action.startswith("materialization.")]
+    still = pg.get_run(run.id)
+    assert still is not None and still.status == RunStatus.RUNNING
+    assert step_locks_held(pg) == 0

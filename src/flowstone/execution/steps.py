@@ -81,6 +81,27 @@ class StepSessions(Protocol):
         ...
 
 
+@runtime_checkable
+class AttemptSaves(Protocol):
+    """A run transaction that saves an attempt's final record on the condition that the
+    attempt still owns its step (a step session's, on PostgreSQL): the fencing check is then
+    the write's own condition, with no read of its own. Other transactions are checked with a
+    read first."""
+
+    def save_attempt(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        superseded: Callable[[MaterializationRecord | None], BaseException],
+    ) -> None:
+        """Save ``record`` if its attempt still owns the step (``running`` with its attempt
+        number, or ``pending`` and never started); else raise ``superseded(current)``, at the
+        latest before the commit."""
+        ...
+
+
 # Audit columns hold at most 255 characters; a rejected job's names may be anything.
 _MAX_NAME = 200
 
@@ -347,25 +368,32 @@ class _Finisher:
         error: BaseException | None,
     ) -> None:
         graph = self._runner._graph
-        current = tx.find(record.asset, record.partition_key)
-        # A fencing check: only the attempt that still owns the step records it (`pending`
-        # never started: this attempt's `running` write was lost in a database restart).
-        if current is None or not (
-            (current.status, current.attempt) == (Status.RUNNING, record.attempt)
-            or (current.status == Status.PENDING and current.started_at is None)
-        ):
+
+        def superseded(current: MaterializationRecord | None) -> SupersededAttemptError:
             now = (
                 "gone" if current is None else f"{current.status.value}, attempt {current.attempt}"
             )
-            raise SupersededAttemptError(
+            return SupersededAttemptError(
                 asset=record.asset,
                 partition_key=record.partition_key,
                 attempt=record.attempt,
                 current=f"the step is now {now}",
             )
-        # The queue acknowledges the job durably right after this commit, which flushes it too.
-        tx.commit_without_flush()
-        tx.save_materialization(record, lineage=lineage, audit=audit)
+
+        # A fencing check: only the attempt that still owns the step records it (`pending`
+        # never started: this attempt's `running` write was lost in a database restart).
+        if isinstance(tx, AttemptSaves):
+            tx.save_attempt(record, lineage=lineage, audit=audit, superseded=superseded)
+        else:
+            current = tx.find(record.asset, record.partition_key)
+            if current is None or not (
+                (current.status, current.attempt) == (Status.RUNNING, record.attempt)
+                or (current.status == Status.PENDING and current.started_at is None)
+            ):
+                raise superseded(current)
+            # The queue acknowledges the job durably right after this commit, which flushes it.
+            tx.commit_without_flush()
+            tx.save_materialization(record, lineage=lineage, audit=audit)
         policy = graph.get(record.asset).retry
         if (
             error is not None

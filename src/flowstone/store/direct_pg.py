@@ -6,7 +6,10 @@ read, the final record, its audit, the run twice, the count of unfinished steps,
 one a checkout from the pool and several hundred microseconds of Python. Here a step keeps one
 connection for its whole duration (a *step session*, bound to the worker's thread) and sends
 what belongs together in one psycopg pipeline: writes are queued and go out with the next read
-or the COMMIT, so a step that makes nothing ready costs six round trips.
+or the COMMIT. A write nobody needs to wait for (the step's ``running`` record) is *posted*: sent
+at once, its result read with the next round trip. A step that makes nothing ready costs three
+round trips: the step lock with the step's read, then its final transaction's writes with the
+run's read (the fencing check is the final write's own condition), then the COMMIT.
 
 The statements are still the Core statements of :mod:`flowstone.store.sql` (the one place SQL is
 written), compiled once for the psycopg dialect; parameters go through the columns' own bind
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -119,6 +122,9 @@ class _Queued:
     #: identity), or None to accept any count.
     expect: int | None
     doing: str
+    #: Called with the rows the statement changed, once its result is read (a condition the
+    #: rest of the transaction depends on: it may raise).
+    check: Callable[[int], None] | None = None
     cursor: psycopg.Cursor[Any] | None = None
 
 
@@ -126,17 +132,26 @@ class PgConnection:
     """One psycopg connection (autocommit; transactions are explicit) with a statement queue.
 
     Writes are queued; :meth:`read` and :meth:`flush` send the queue and the read in one
-    pipeline, so they cost one round trip together.
+    pipeline, so they cost one round trip together. :meth:`post` sends the queue without
+    waiting: the connection stays in pipeline mode, and the results are read (and checked)
+    with the next round trip.
     """
 
     def __init__(self, connection: psycopg.Connection[Any], on_error: ErrorMap) -> None:
         self.driver = connection
         self._queue: list[_Queued] = []
+        #: Posted statements whose results are not read yet, and the pipeline they went in.
+        self._in_flight: list[_Queued] = []
+        self._pipeline: AbstractContextManager[Any] | None = None
         self._on_error = on_error
         #: The step lock this connection holds, and its step (run id, asset, partition key):
         #: released with the commit that records the step's outcome (see SQLStore.step_session).
         self.step_lock: str | None = None
         self.step: tuple[str, str, str] | None = None
+        #: Set when the session's attempt was found superseded: it writes nothing more.
+        self.superseded: BaseException | None = None
+        #: Round trips waited for (tests and benchmarks count them).
+        self.round_trips = 0
 
     def queue(
         self,
@@ -145,8 +160,16 @@ class PgConnection:
         *,
         doing: str,
         expect: int | None = None,
+        check: Callable[[int], None] | None = None,
     ) -> None:
-        """Add a statement (one execution per mapping when given a sequence) to the queue."""
+        """Add a statement (one execution per mapping when given a sequence) to the queue.
+
+        Args:
+            expect: The rows it must change (an upsert that changed none hit a record of
+                another identity), or None to accept any count.
+            check: Called with the rows it changed once its result is read; it may raise. A
+                queue holding a check is sent before a COMMIT (see :meth:`send_checks`).
+        """
         many = params if isinstance(params, Sequence) else [params]
         try:
             rows = [statement.params(p) for p in many]
@@ -157,7 +180,7 @@ class PgConnection:
                 "lists and dicts of them)."
             ) from exc
         if rows:
-            self._queue.append(_Queued(statement, rows, expect, doing))
+            self._queue.append(_Queued(statement, rows, expect, doing, check))
 
     def command(self, sql: str) -> None:
         """Queue a parameterless command (BEGIN, COMMIT, SET LOCAL ...)."""
@@ -183,30 +206,76 @@ class PgConnection:
         ]
 
     def flush(self) -> None:
-        """Send the queued statements."""
-        if self._queue:
+        """Send the queued statements, and read the results of the posted ones."""
+        if self._queue or self._in_flight:
             self._send()
 
-    def discard(self) -> None:
-        """Forget the queue (the transaction is being rolled back)."""
-        self._queue.clear()
+    def send_checks(self) -> None:
+        """Send the queue if a statement in it has a check: what follows (a COMMIT) must only
+        be sent once the check passed."""
+        if any(item.check is not None for item in self._queue):
+            self._send()
 
-    def _send(self) -> _Queued | None:
+    def post(self) -> None:
+        """Send the queued statements now without waiting for their results; they are read,
+        and their errors raised, with the next round trip (:meth:`read`, :meth:`flush`)."""
         import psycopg
 
         sent, self._queue = self._queue, []
+        self._in_flight += sent
+        try:
+            self._execute(sent)
+        except psycopg.Error as exc:
+            self._end_pipeline(exc)
+            self._in_flight.clear()
+            raise self._on_error(exc, sent[-1].doing if sent else "write") from exc
+
+    def discard(self) -> None:
+        """Forget the queue (the transaction is being rolled back), and read whatever was
+        posted (its errors are ignored: the caller is failing already)."""
+        self._queue.clear()
+        self._in_flight.clear()
+        with suppress(Exception):
+            self._end_pipeline(None)
+
+    def _execute(self, items: Sequence[_Queued]) -> None:
+        """Send ``items`` in the connection's pipeline (entered if needed), without waiting."""
+        if self._pipeline is None:
+            pipeline = self.driver.pipeline()
+            pipeline.__enter__()
+            self._pipeline = pipeline
+        for item in items:
+            item.cursor = cursor = self.driver.cursor()
+            if len(item.rows) == 1:
+                cursor.execute(item.statement.sql, item.rows[0], prepare=True)
+            else:
+                cursor.executemany(item.statement.sql, item.rows)
+
+    def _end_pipeline(self, error: BaseException | None) -> None:
+        """Leave pipeline mode: sync, and read every result (raising the first error, unless
+        ending because of ``error``)."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is None:
+            return
+        if error is None:
+            pipeline.__exit__(None, None, None)
+            return
+        with suppress(Exception):
+            pipeline.__exit__(type(error), error, error.__traceback__)
+
+    def _send(self) -> None:
+        import psycopg
+
+        queued, self._queue = self._queue, []
+        sent, self._in_flight = [*self._in_flight, *queued], []
         doing = sent[-1].doing if sent else "write"
         try:
-            with self.driver.pipeline():
-                for item in sent:
-                    item.cursor = cursor = self.driver.cursor()
-                    doing = item.doing
-                    if len(item.rows) == 1:
-                        cursor.execute(item.statement.sql, item.rows[0], prepare=True)
-                    else:
-                        cursor.executemany(item.statement.sql, item.rows)
+            self._execute(queued)
+            self._end_pipeline(None)
         except psycopg.Error as exc:
+            self._end_pipeline(exc)
             raise self._on_error(exc, doing) from exc
+        self.round_trips += 1
         for item in sent:
             assert item.cursor is not None
             if item.expect is not None and item.cursor.rowcount != item.expect:
@@ -215,7 +284,8 @@ class PgConnection:
                     "belongs to another run, asset, partition or creation time. Ids are "
                     "unique: create a new record instead of reusing an id."
                 )
-        return sent[-1] if sent else None
+            if item.check is not None:
+                item.check(item.cursor.rowcount)
 
 
 class PgSessions:
@@ -280,6 +350,11 @@ class PgSessions:
         import psycopg
 
         driver = connection.driver
+        if clean and (connection._in_flight or connection._pipeline is not None):
+            try:
+                connection.flush()  # posted writes nobody read back (never in a step)
+            except StoreError:
+                clean = False
         idle = (
             clean
             and not driver.closed
@@ -289,7 +364,7 @@ class PgSessions:
             with self._guard:
                 if len(self._idle) < MAX_IDLE:
                     connection.discard()
-                    connection.step_lock = connection.step = None
+                    connection.step_lock = connection.step = connection.superseded = None
                     self._idle.append((fairy, connection))
                     return
         fairy.invalidate()  # closes it: its locks and any open transaction end with it

@@ -2139,6 +2139,24 @@ _RUN_AND_UNFINISHED = sa.select(_HAS_UNFINISHED_PG.scalar_subquery(), *_RUN_COLU
     .subquery()
     .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
 )
+#: A step's final record, written only if the attempt still owns the step: ``running`` with
+#: its attempt number, or ``pending`` and never started (its ``running`` write was lost). A
+#: worker's fencing check is this condition, so it costs no read of its own.
+_MAT_SET = [c.name for c in _MAT_COLUMNS if c.name not in ("id", *_MAT_FIXED)]
+_SAVE_IF_OWNER = sa.update(materializations).where(
+    materializations.c.id == sa.bindparam("owner_id"),
+    *(materializations.c[name] == sa.bindparam(f"owner_{name}") for name in _MAT_FIXED),
+    sa.or_(
+        sa.and_(
+            materializations.c.status == Status.RUNNING.value,
+            materializations.c.attempt == sa.bindparam("owner_attempt"),
+        ),
+        sa.and_(
+            materializations.c.status == Status.PENDING.value,
+            materializations.c.started_at.is_(None),
+        ),
+    ),
+)
 _RUN_MATS_ANY = _RUN_MATS.where(
     materializations.c.asset == sa.any_(sa.bindparam("assets", type_=postgresql.ARRAY(sa.Text)))
 )
@@ -2170,6 +2188,7 @@ class _PgStatements:
 
         mat_keys = [c.name for c in _MAT_COLUMNS]
         self.upsert_mat = pg(store._upsert_mat, mat_keys)
+        self.save_if_owner = pg(_SAVE_IF_OWNER, _MAT_SET)
         self.upsert_run = pg(store._upsert_run, [c.name for c in _RUN_COLUMNS])
         self.update_run = pg(store._update_run, [c.name for c in _RUN_COLUMNS])
         self.insert_edge = pg(store._insert_edge, [c.name for c in lineage.c if c.name != "id"])
@@ -2221,14 +2240,19 @@ class _PgStatements:
         lineage: Sequence[LineageEdge],
         audit: Sequence[AuditEvent],
     ) -> None:
-        """``save_materialization`` outside a run transaction: one round trip."""
-        # A lone upsert (a `running` record) is a transaction by itself (autocommit).
-        alone = not lineage and not audit
-        if not alone:
-            conn.command("BEGIN")
+        """``save_materialization`` outside a run transaction: one round trip, or none for a
+        step's ``running`` record, which is posted (sent, its result read with the next round
+        trip: see ``_NO_FLUSH`` for why it may be lost)."""
+        if conn.superseded is not None:
+            raise conn.superseded  # the step belongs to a newer attempt: write nothing more
+        conn.command("BEGIN")
         self.queue_materialization(conn, record, lineage, audit)
-        if not alone:
-            conn.command("COMMIT")
+        # An explicit COMMIT, executed as it arrives: a posted write is visible at once, not
+        # when the next round trip syncs the pipeline.
+        conn.command("COMMIT")
+        if record.status == Status.RUNNING and not lineage and not audit:
+            conn.post()
+            return
         _send_or_roll_back(conn)
 
     # --- reads ------------------------------------------------------------------------------
@@ -2263,6 +2287,7 @@ class _PgStatements:
         tx = _PgRunTransaction(self, conn, run_id)
         try:
             result = work(tx)
+            conn.send_checks()  # a conditional write nothing read back yet: before the COMMIT
             conn.command("COMMIT")
             if tx.outcome_saved and conn.step_lock is not None:
                 # The step's outcome is committed: nothing left to protect, and the lock goes
@@ -2310,7 +2335,9 @@ class _PgRunTransaction:
     kinds of transactions take turns on a run. Within the transaction the run is read once, and
     the count of unfinished steps comes with that read (until the next write): after a step's
     final record, :func:`~flowstone.execution.scheduling.after_final` asks for both, so a
-    step that makes nothing ready commits in three round trips.
+    step that makes nothing ready commits in two round trips: BEGIN, the run lock, its writes
+    (the fencing check is the final write's condition: :meth:`save_attempt`) and the run's read
+    in one, the COMMIT in the other.
     """
 
     def __init__(self, statements: _PgStatements, conn: PgConnection, run_id: str) -> None:
@@ -2382,6 +2409,9 @@ class _PgRunTransaction:
     ) -> None:
         check_run_member(self._run_id, record)
         self._s.queue_materialization(self._conn, record, lineage, audit)
+        self._saved(record)
+
+    def _saved(self, record: MaterializationRecord) -> None:
         self._unfinished = None
         if (record.run_id, record.asset, record.partition_key) == self._conn.step and (
             # Final, or pending again after it ran: a retry is scheduled.
@@ -2389,6 +2419,42 @@ class _PgRunTransaction:
             or (record.status == Status.PENDING and record.started_at is not None)
         ):
             self.outcome_saved = True
+
+    def save_attempt(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        superseded: Callable[[MaterializationRecord | None], BaseException],
+    ) -> None:
+        """Save ``record``, the final record of its attempt, only if that attempt still owns
+        the step (``running`` with its attempt number, or ``pending`` never started).
+
+        The condition is checked when the write's result is read (with the next read, or
+        before the COMMIT at the latest); when it fails, ``superseded(current record)`` is
+        raised, nothing of the transaction is kept, and the step session writes nothing more.
+        """
+        check_run_member(self._run_id, record)
+        params = _mat_params(record)
+        params.update({f"owner_{name}": params[name] for name in ("id", *_MAT_FIXED)})
+        params["owner_attempt"] = record.attempt
+
+        def check(changed: int) -> None:
+            if changed != 1:
+                current = self.find(record.asset, record.partition_key)
+                self._conn.superseded = error = superseded(current)
+                raise error
+
+        self._conn.queue(
+            self._s.save_if_owner, params, doing="save the materialization", check=check
+        )
+        if lineage:
+            self._conn.queue(
+                self._s.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage"
+            )
+        self._s.queue_audit(self._conn, audit)
+        self._saved(record)
 
     def materializations(self, assets: Sequence[str] | None = None) -> list[MaterializationRecord]:
         if assets is not None and not assets:
