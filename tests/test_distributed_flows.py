@@ -182,3 +182,18 @@ def test_cancelling_a_distributed_backfill_cancels_its_chunk_on_the_workers(pg: 
     assert record.success + record.canceled == 6, record.counts
     statuses = {r.status for r in pipeline.store.list_materializations(limit=None)}
     assert statuses <= {Status.SUCCESS, Status.CANCELLED}  # nothing left pending or running
+
+
+def test_an_approved_gate_retried_on_a_worker_does_not_ask_again(pg: Cluster) -> None:
+    pipeline = pg.pipeline("gated_retry")
+    pg.start_worker("gated_retry")
+    submitted = pipeline.materialize_all()
+    assert settled(pg, submitted.run_id).status == RunStatus.WAITING_APPROVAL
+    [request] = pipeline.approvals()
+    pipeline.approve(request.id, by="ana")
+    done = settled(pg, submitted.run_id)
+    assert done.status == RunStatus.SUCCESS, pg.worker_logs()
+    [gate] = done.materializations
+    assert gate.attempt == 3
+    assert pipeline.load("gate_retry") == "ana"
+    assert len(pipeline.approvals(status=None)) == 1  # asked once

@@ -228,3 +228,19 @@ def slow_part(ctx):
 
 def slow_parts(**options: Any) -> fs.Pipeline:
     return _build([slow_part], **options)
+
+
+# --- an approval gate that fails once after the decision, then succeeds on retry ---------------
+@fs.asset(
+    approval=fs.Approval("Go?"),
+    retry=fs.RetryPolicy(max_attempts=3, backoff=0.1, jitter=0.0, retry_on=(TransientError,)),
+)
+def gate_retry(ctx):
+    log(ctx, "done")
+    if ctx.attempt == 2:
+        raise TransientError("flaky after the approval")
+    return ctx.approval.decided_by
+
+
+def gated_retry(**options: Any) -> fs.Pipeline:
+    return _build([gate_retry], **options)

@@ -235,8 +235,9 @@ class StepRunner:
             if found is not None:
                 upstream[dep] = found
         approval = None
-        if record.status == Status.PENDING and record.started_at is not None:
-            # It ran before: after an approval of that attempt, it runs with the decision.
+        if record.started_at is not None:
+            # It ran before (approved and handed back, retried, or its worker died): if its
+            # latest request was approved, it runs with that decision and does not ask again.
             approval = self._approved(record)
         step = replace(step, deps_in_plan=tuple(upstream), approval=approval)
         finisher = _Finisher(self, job, queue_name)
@@ -254,13 +255,14 @@ class StepRunner:
 
     # --- the job's step --------------------------------------------------------------------
     def _approved(self, record: MaterializationRecord) -> ApprovalRecord | None:
-        """The approved request of ``record``'s last attempt, if it asked for one."""
-        for approval in self._store.list_approvals(
-            run_id=record.run_id, status=ApprovalStatus.APPROVED, limit=None
-        ):
-            if (approval.materialization_id, approval.attempt) == (record.id, record.attempt):
-                return approval
-        return None
+        """The step's latest approval request, if it was approved."""
+        asked = [
+            a
+            for a in self._store.list_approvals(run_id=record.run_id, limit=None)
+            if a.materialization_id == record.id
+        ]
+        latest = max(asked, key=lambda a: a.attempt, default=None)
+        return latest if latest is not None and latest.status == ApprovalStatus.APPROVED else None
 
     def _run_record(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
         # One indexed row, (run, asset, partition) being unique: a worker never reads a whole run.
