@@ -64,7 +64,9 @@ def test_writes_commit_together_and_reads_see_them(store: MetadataStore) -> None
     def work(tx: RunTransaction) -> bool:
         assert tx.run_id == run.id
         assert tx.get_run() is None
+        assert tx.run_status() is None
         tx.create_run(run, [a, b], [event("run.started", resource_id=run.id)])
+        assert tx.run_status() == run.status
         assert tx.get_run() == run
         assert tx.has_unfinished()
         done = replace(a, status=Status.SUCCESS, attempt=2)

@@ -76,8 +76,8 @@ def after_final(
     Nothing happens in a run that no longer moves (cancelled, or closed already): its other
     steps stay as they are.
     """
-    run = tx.get_run()
-    if run is None or run.status not in MOVING:
+    # The status alone: the whole run (its targets, its tags) is read only to close it.
+    if tx.run_status() not in MOVING:
         return Outcome()
     ready: tuple[MaterializationRecord, ...] = ()
     skipped: tuple[MaterializationRecord, ...] = ()
@@ -85,12 +85,16 @@ def after_final(
         ready = tuple(_ready_children(tx, graph, record))
     elif record.status.is_final:
         skipped = tuple(skip_below(tx, graph, materializer, record))
-    return Outcome(ready, skipped, close_if_done(tx, run))
+    return Outcome(ready, skipped, close_if_done(tx))
 
 
-def close_if_done(tx: RunTransaction, run: RunRecord) -> RunStatus | None:
-    """End ``run`` with its final status when none of its steps is left to finish."""
+def close_if_done(tx: RunTransaction, run: RunRecord | None = None) -> RunStatus | None:
+    """End the run (``run``, when the caller read it already) with its final status when none
+    of its steps is left to finish."""
     if tx.has_unfinished():
+        return None
+    run = run or tx.get_run()
+    if run is None:
         return None
     status = final_status(tx.materializations())
     finished = replace(

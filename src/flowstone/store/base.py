@@ -23,6 +23,7 @@ from flowstone.records import (
     LineageNode,
     MaterializationRecord,
     RunRecord,
+    RunStatus,
     Status,
 )
 
@@ -526,6 +527,11 @@ class RunTransaction(Protocol):
 
     def get_run(self) -> RunRecord | None:
         """The run, or None when it is not stored (yet)."""
+        ...
+
+    def run_status(self) -> RunStatus | None:
+        """The run's status, or None when it is not stored: a lighter read than
+        :meth:`get_run` (no targets, no tags), for the check every step makes."""
         ...
 
     def create_run(

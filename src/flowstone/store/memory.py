@@ -899,6 +899,10 @@ class _MemoryRunTransaction:
     def get_run(self) -> RunRecord | None:
         return self._store._runs.get(self._run_id)
 
+    def run_status(self) -> RunStatus | None:
+        run = self._store._runs.get(self._run_id)
+        return None if run is None else run.status
+
     def create_run(
         self,
         run: RunRecord,

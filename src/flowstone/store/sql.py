@@ -2037,6 +2037,10 @@ class _SQLRunTransaction:
         row = self._conn.execute(self._store._get_run, {"id": self._run_id}).first()
         return None if row is None else _run_record(row)
 
+    def run_status(self) -> RunStatus | None:
+        found = self._conn.execute(_RUN_STATUS, {"id": self._run_id}).scalar()
+        return None if found is None else RunStatus(found)
+
     def create_run(
         self,
         run: RunRecord,
@@ -2134,6 +2138,22 @@ _HAS_UNFINISHED_PG = sa.select(
     )
 )
 #: The run (all NULL when there is none) and its count of unfinished steps, in one row.
+_RUN_STATUS = sa.select(runs.c.status).where(runs.c.id == sa.bindparam("id"))
+#: A worker's per-step read: whether a step is left, and the run's status; the rest of the run
+#: (its targets can be thousands of names, parsed from JSON for nothing) only when no step is
+#: left, as the run is then closed in the same transaction.
+_LEFT = _HAS_UNFINISHED_PG.scalar_subquery()
+_RUN_STATUS_AND_UNFINISHED = sa.select(
+    _LEFT,
+    *(
+        c if c.name in ("id", "status") else sa.case((~_LEFT, c)).label(c.name)
+        for c in _RUN_COLUMNS
+    ),
+).select_from(
+    sa.select(sa.literal(1).label("one"))
+    .subquery()
+    .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
+)
 _RUN_AND_UNFINISHED = sa.select(_HAS_UNFINISHED_PG.scalar_subquery(), *_RUN_COLUMNS).select_from(
     sa.select(sa.literal(1).label("one"))
     .subquery()
@@ -2203,6 +2223,7 @@ class _PgStatements:
         self.run_mats_of = pg(_RUN_MATS_ANY)
         self.has_unfinished = pg(_HAS_UNFINISHED_PG)
         self.run_and_unfinished = pg(_RUN_AND_UNFINISHED)
+        self.run_status_and_unfinished = pg(_RUN_STATUS_AND_UNFINISHED)
         self.lock_run = pg(_LOCK_RUN)
         self.take_step_lock = pg(_LOCK_STEP)
         self.release_step_lock = pg(_UNLOCK_STEP)
@@ -2373,6 +2394,20 @@ class _PgRunTransaction:
             self._unfinished = bool(row[0])
             self._run = None if row[1] is None else _run_record(row[1:])
         return self._run
+
+    def run_status(self) -> RunStatus | None:
+        if self._run is not _UNREAD:
+            return None if self._run is None else self._run.status
+        (row,) = self._conn.read(
+            self._s.run_status_and_unfinished, {"run_id": self._run_id}, doing="read the run"
+        )
+        self._unfinished = bool(row[0])
+        if row[1] is None:
+            self._run = None
+            return None
+        if not self._unfinished:
+            self._run = _run_record(row[1:])  # whole: the caller closes the run
+        return RunStatus(row[2])
 
     def create_run(
         self,
