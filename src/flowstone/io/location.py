@@ -178,13 +178,14 @@ class Location:
         it at ``path`` like :meth:`write`. Returns the file's size and content hash.
 
         For large files this skips the copy through memory that :meth:`write` needs, and the
-        hash is taken while the fsync waits for the disk.
+        hash is taken as the file grows (``produce`` must write it front to back, as Parquet
+        writers do), then while the fsync waits for the disk: it costs almost no time of its
+        own.
 
         Raises:
             IOManagerError: the filesystem refused the write (the old value is intact).
         """
         import tempfile
-        import threading
 
         parent = os.path.dirname(path) or "."
         tmp = ""
@@ -192,10 +193,12 @@ class Location:
             os.makedirs(parent, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=os.path.splitext(path)[1])
             os.close(fd)
-            produce(tmp)
-            digest: list[str | BaseException] = []
-            hasher = threading.Thread(target=_hash_into, args=(tmp, digest), daemon=True)
+            hasher = _TailHasher(tmp)
             hasher.start()
+            try:
+                produce(tmp)
+            finally:
+                hasher.written.set()
             try:
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
@@ -204,9 +207,13 @@ class Location:
                     os.close(fd)
             finally:
                 hasher.join()
-            if isinstance(digest[0], BaseException):
-                raise digest[0]
+            if isinstance(hasher.result, BaseException):
+                raise hasher.result
             size = os.path.getsize(tmp)
+            if size != hasher.hashed:
+                raise OSError(
+                    f"{tmp} changed while it was hashed ({hasher.hashed} of {size} bytes)"
+                )
             os.replace(tmp, path)
         except BaseException as exc:
             if tmp:
@@ -220,7 +227,8 @@ class Location:
                     partition=key.partition,
                 ) from exc
             raise
-        return size, digest[0]
+        assert isinstance(hasher.result, str)
+        return size, hasher.result
 
     def _write(self, path: str, data: Any) -> None:
         fs = self.fs
@@ -284,12 +292,41 @@ def _write_local(path: str, data: Any) -> None:
         raise
 
 
-def _hash_into(path: str, out: list[str | BaseException]) -> None:
-    """Append ``path``'s ``sha256:<hex>`` (or the error reading it) to ``out``."""
-    import hashlib
+class _TailHasher(threading.Thread):
+    """Hashes a file while another thread writes it front to back: reads what is there,
+    waits a moment, reads on, and finishes once :attr:`written` is set and it reached the end.
+    (pyarrow releases the GIL while it encodes and compresses, and hashlib while it hashes,
+    so both go on at once.)"""
 
-    try:
-        with open(path, "rb") as handle:
-            out.append("sha256:" + hashlib.file_digest(handle, "sha256").hexdigest())
-    except BaseException as exc:
-        out.append(exc)
+    def __init__(self, path: str) -> None:
+        super().__init__(daemon=True, name="flowstone-hash")
+        self.path = path
+        self.written = threading.Event()
+        self.hashed = 0
+        self.result: str | BaseException | None = None
+
+    def run(self) -> None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        try:
+            with open(self.path, "rb") as handle:
+                while True:
+                    chunk = handle.read(_CHUNK)
+                    if chunk:
+                        digest.update(chunk)
+                        self.hashed += len(chunk)
+                        continue
+                    if self.written.is_set():
+                        # The writer closed the file before saying so: the rest is all there.
+                        while chunk := handle.read(_CHUNK):
+                            digest.update(chunk)
+                            self.hashed += len(chunk)
+                        break
+                    self.written.wait(0.002)
+            self.result = "sha256:" + digest.hexdigest()
+        except BaseException as exc:
+            self.result = exc
+
+
+_CHUNK = 1 << 20
