@@ -197,3 +197,40 @@ def test_an_approved_gate_retried_on_a_worker_does_not_ask_again(pg: Cluster) ->
     assert gate.attempt == 3
     assert pipeline.load("gate_retry") == "ana"
     assert len(pipeline.approvals(status=None)) == 1  # asked once
+
+
+def test_ctrl_c_during_a_distributed_backfill_cancels_its_chunk_and_resume_runs_each_once(
+    pg: Cluster,
+) -> None:
+    import _thread
+    import threading
+
+    from distributed_fixtures.harness import wait_until
+
+    pipeline = pg.pipeline("slow_parts")
+    pg.start_worker("slow_parts", "--concurrency", "1")
+
+    def interrupt_after_first() -> None:
+        wait_until(
+            lambda: any(e.event == "done" for r in pipeline.runs() for e in pg.executions(r.id)),
+            "a first partition",
+        )
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_after_first, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.backfill("slow_part", partitions="all")
+    [chunk] = pipeline.runs()
+    assert pipeline.get_run(chunk.id).status == RunStatus.CANCELLED  # the workers stop too
+    wait_until(
+        lambda: all(
+            r.status != Status.RUNNING for r in pipeline.store.list_materializations(limit=None)
+        ),
+        "the running step to end",
+    )
+    backfill_id = pipeline.backfills()[0].id
+    pipeline.resume_backfill(backfill_id).raise_for_status()
+    done = Counter(
+        e.partition_key for r in pipeline.runs() for e in pg.executions(r.id) if e.event == "done"
+    )
+    assert done == Counter({f"s:{p}": 1 for p in "abcdef"})  # nothing ran twice

@@ -334,6 +334,16 @@ class Backfiller:
         return claimed
 
     def _interrupt(self, record: BackfillRecord) -> None:
+        # A chunk the workers run goes on without its dead follower: cancel it through the
+        # queue (steps not started are cancelled, running ones end and are recorded), rather
+        # than fail steps a worker may still finish.
+        from flowstone.execution.distributed import QUEUE_TAG, DistributedExecutor
+        from flowstone.execution.scheduling import MOVING
+
+        for run in self._store.list_runs(limit=200):
+            queue = run.tags.get(QUEUE_TAG)
+            if queue and run.tags.get("backfill") == record.id and run.status in MOVING:
+                DistributedExecutor(queue=queue).cancel(self._store, run.id, actor="backfill")
         closed = self._store.interrupt_backfill_runs(
             record.id,
             now=utcnow(),

@@ -136,9 +136,10 @@ def step_outcome(record: MaterializationRecord) -> PartitionOutcome:
     """What a step's final record means for its partition."""
     if record.status == Status.SUCCESS:
         return PartitionOutcome.SUCCESS
-    if record.status == Status.CANCELLED or (
+    if record.status in (Status.CANCELLED, Status.RUNNING) or (
         record.status == Status.SKIPPED and record.error_message == CANCELED_REASON
     ):
+        # (Still running when a cancelled pass stopped following it: not known to fail.)
         return PartitionOutcome.CANCELED  # a cancel kept it from running (here, or a worker's run)
     if record.status == Status.WAITING_APPROVAL:
         return PartitionOutcome.WAITING

@@ -14,6 +14,7 @@ Importing this module is cheap: procrastinate is imported when a run is first su
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -335,6 +336,35 @@ class DistributedExecutor:
         _check_io(plan, io)
         self.hand_off(store, plan, run)
         deps = {step.key: step.deps_in_plan for step in plan.steps}
+        try:
+            return self._follow(
+                store,
+                run,
+                deps=deps,
+                observe=observe,
+                should_stop=should_stop,
+                poll_s=poll_s,
+                cancel_grace_s=cancel_grace_s,
+            )
+        except BaseException:
+            # Ctrl-C, or the store went away: the workers must not go on with a chunk whose
+            # backfill is recorded stopped (a resume would run its partitions again).
+            with contextlib.suppress(Exception):
+                self.cancel(store, run.id, actor="backfill")
+            raise
+
+    def _follow(
+        self,
+        store: MetadataStore,
+        run: RunRecord,
+        *,
+        deps: Mapping[tuple[str, str], tuple[tuple[str, str], ...]],
+        observe: Callable[[MaterializationRecord], object],
+        should_stop: Callable[[], bool],
+        poll_s: float,
+        cancel_grace_s: float,
+    ) -> RunResult:
+        """Follow a handed-off run until it rests (see :meth:`run_recorded`)."""
         seen: dict[str, Status] = {}
         cancelled_at: float | None = None
         while True:
