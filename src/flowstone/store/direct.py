@@ -4,9 +4,9 @@ Every materialization writes twice (``running``, then the final status with its 
 audit). Through SQLAlchemy's execution machinery each of those transactions costs several
 hundred microseconds of Python on top of what SQLite itself needs, which is most of FlowStone's
 per-asset overhead on the embedded store. The statements are still SQLAlchemy Core, built in
-``sql.py`` (the one place SQL is written); this module only compiles them once for the SQLite
-dialect, converts parameters with the columns' own bind processors (so values are stored exactly
-as SQLAlchemy stores them and read back through it), and executes them on the driver.
+the ``sql`` package (the one place SQL is written); this module only compiles them once for the
+SQLite dialect, converts parameters with the columns' own bind processors (so values are stored
+exactly as SQLAlchemy stores them and read back through it), and executes them on the driver.
 """
 
 from __future__ import annotations

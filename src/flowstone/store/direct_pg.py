@@ -12,14 +12,15 @@ round trips: the step lock with the step's read, then its final transaction's wr
 run's read (the fencing check is the final write's own condition), then the COMMIT.
 
 The statements are still the Core statements of :mod:`flowstone.store.sql` (the one place SQL is
-written), compiled once for the psycopg dialect; parameters go through the columns' own bind
-processors and rows through their result processors, so rows are identical to what SQLAlchemy
-writes and reads (a test holds the two paths to that).
+written; the step session's own are in :mod:`flowstone.store.sql.step_sessions`), compiled once
+for the psycopg dialect; parameters go through the columns' own bind processors and rows through
+their result processors, so rows are identical to what SQLAlchemy writes and reads (a test holds
+the two paths to that).
 
 Step sessions run with ``synchronous_commit = off`` (set once per connection): everything a
 worker writes during a job is made durable by the job queue's acknowledgement, which commits
 (and flushes the WAL) right after; a database crash before it reverts both, and the job is
-retried. See ``_NO_FLUSH`` in :mod:`flowstone.store.sql`.
+retried. See ``_NO_FLUSH`` in :mod:`flowstone.store.sql.transaction`.
 """
 
 from __future__ import annotations

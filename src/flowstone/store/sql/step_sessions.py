@@ -1,0 +1,447 @@
+"""The direct PostgreSQL path of a worker's step (see :mod:`flowstone.store.direct_pg`): the
+step lock, the statements compiled once for psycopg, and the run transaction on a step session's
+connection, whose writes are queued and sent with the next read or the COMMIT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from flowstone.errors import StoreError, StoreUnavailableError
+from flowstone.records import (
+    AuditEvent,
+    LineageEdge,
+    MaterializationRecord,
+    RunRecord,
+    RunStatus,
+    Status,
+)
+from flowstone.store.base import RunTransaction, T, check_run_member
+from flowstone.store.direct_pg import PgConnection, PgStatement, compile_pg, positional_dialect
+from flowstone.store.schema import audit_log, lineage, materializations, runs
+from flowstone.store.sql.core import SQLStoreCore
+from flowstone.store.sql.errors import _store_error
+from flowstone.store.sql.rows import (
+    _MAT_COLUMNS,
+    _MAT_FIXED,
+    _RUN_COLUMNS,
+    _audit_params,
+    _edge_params,
+    _mat_params,
+    _mat_record,
+    _run_params,
+    _run_record,
+)
+from flowstone.store.sql.transaction import _FIND_IN_RUN, _LOCK_RUN, _RUN_MATS, _UNFINISHED
+
+# --- the direct PostgreSQL path of a worker's step (see flowstone.store.direct_pg) ----------
+
+#: Advisory lock namespace of step locks: (asset, partition) being run by a worker.
+STEP_LOCK_NAMESPACE = 0x464C5350  # "FLSP"
+_STEP_KEY = sa.func.hashtext(sa.bindparam("step", type_=sa.Text))
+_LOCK_STEP = sa.select(
+    sa.func.pg_advisory_lock(sa.literal(STEP_LOCK_NAMESPACE, sa.Integer), _STEP_KEY)
+)
+_UNLOCK_STEP = sa.select(
+    sa.func.pg_advisory_unlock(sa.literal(STEP_LOCK_NAMESPACE, sa.Integer), _STEP_KEY)
+)
+#: A step's record and its run's status, in one read.
+_STEP_READ = (
+    sa.select(*_MAT_COLUMNS, runs.c.status)
+    .select_from(materializations.outerjoin(runs, runs.c.id == materializations.c.run_id))
+    .where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.asset == sa.bindparam("asset"),
+        materializations.c.partition_key == sa.bindparam("partition_key"),
+    )
+)
+#: As _HAS_UNFINISHED, with the unfinished statuses as one array parameter (an IN list's
+#: parameters are only known per execution, so it does not compile once).
+_HAS_UNFINISHED_PG = sa.select(
+    sa.exists().where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.status
+        == sa.any_(sa.bindparam("unfinished", value=_UNFINISHED, type_=postgresql.ARRAY(sa.Text))),
+    )
+)
+#: A worker's per-step read: whether a step is left, and the run's status; the rest of the run
+#: (its targets can be thousands of names, parsed from JSON for nothing) only when no step is
+#: left, as the run is then closed in the same transaction.
+_LEFT = _HAS_UNFINISHED_PG.scalar_subquery()
+_RUN_STATUS_AND_UNFINISHED = sa.select(
+    _LEFT,
+    *(
+        c if c.name in ("id", "status") else sa.case((~_LEFT, c)).label(c.name)
+        for c in _RUN_COLUMNS
+    ),
+).select_from(
+    sa.select(sa.literal(1).label("one"))
+    .subquery()
+    .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
+)
+#: The run (all NULL when there is none) and its count of unfinished steps, in one row.
+_RUN_AND_UNFINISHED = sa.select(_HAS_UNFINISHED_PG.scalar_subquery(), *_RUN_COLUMNS).select_from(
+    sa.select(sa.literal(1).label("one"))
+    .subquery()
+    .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
+)
+#: A step's final record, written only if the attempt still owns the step: ``running`` with
+#: its attempt number, or ``pending`` and never started (its ``running`` write was lost). A
+#: worker's fencing check is this condition, so it costs no read of its own.
+_MAT_SET = [c.name for c in _MAT_COLUMNS if c.name not in ("id", *_MAT_FIXED)]
+_SAVE_IF_OWNER = sa.update(materializations).where(
+    materializations.c.id == sa.bindparam("owner_id"),
+    *(materializations.c[name] == sa.bindparam(f"owner_{name}") for name in _MAT_FIXED),
+    sa.or_(
+        sa.and_(
+            materializations.c.status == Status.RUNNING.value,
+            materializations.c.attempt == sa.bindparam("owner_attempt"),
+        ),
+        sa.and_(
+            materializations.c.status == Status.PENDING.value,
+            materializations.c.started_at.is_(None),
+        ),
+    ),
+)
+_RUN_MATS_ANY = _RUN_MATS.where(
+    materializations.c.asset == sa.any_(sa.bindparam("assets", type_=postgresql.ARRAY(sa.Text)))
+)
+
+
+def _pg_error(exc: Exception, doing: str) -> StoreError:
+    """A psycopg error of the direct path, as :func:`_store_error` words SQLAlchemy's."""
+    import psycopg
+
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, psycopg.IntegrityError):
+        return _store_error(sa.exc.IntegrityError(None, None, exc), doing)
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailableError(
+            f"Could not {doing}: the connection to the metadata database was lost ({detail}). "
+            "Check that the database server is up, then retry."
+        )
+    return StoreError(f"Could not {doing}: {detail}")
+
+
+class _PgStatements:
+    """The store's statements compiled once for the direct path, and the writes made of them."""
+
+    def __init__(self, store: SQLStoreCore) -> None:
+        dialect = positional_dialect(store.engine)
+
+        def pg(stmt: sa.ClauseElement, keys: Sequence[str] | None = None) -> PgStatement:
+            return compile_pg(dialect, stmt, keys)
+
+        mat_keys = [c.name for c in _MAT_COLUMNS]
+        self.upsert_mat = pg(store._upsert_mat, mat_keys)
+        self.save_if_owner = pg(_SAVE_IF_OWNER, _MAT_SET)
+        self.upsert_run = pg(store._upsert_run, [c.name for c in _RUN_COLUMNS])
+        self.update_run = pg(store._update_run, [c.name for c in _RUN_COLUMNS])
+        self.insert_edge = pg(store._insert_edge, [c.name for c in lineage.c if c.name != "id"])
+        # No RETURNING: the direct path never reads the new event ids.
+        self.insert_audit = pg(
+            audit_log.insert().return_defaults(supplemental_cols=[]),
+            [c.name for c in audit_log.c if c.name != "id"],
+        )
+        self.get_run = pg(store._get_run)
+        self.find_one = pg(_FIND_IN_RUN)
+        self.run_mats = pg(_RUN_MATS)
+        self.run_mats_of = pg(_RUN_MATS_ANY)
+        self.has_unfinished = pg(_HAS_UNFINISHED_PG)
+        self.run_and_unfinished = pg(_RUN_AND_UNFINISHED)
+        self.run_status_and_unfinished = pg(_RUN_STATUS_AND_UNFINISHED)
+        self.lock_run = pg(_LOCK_RUN)
+        self.take_step_lock = pg(_LOCK_STEP)
+        self.release_step_lock = pg(_UNLOCK_STEP)
+        self.step_read = pg(_STEP_READ)
+
+    @classmethod
+    def build(cls, store: SQLStoreCore) -> _PgStatements:
+        return cls(store)
+
+    # --- writes, queued on a connection -------------------------------------------------
+    def queue_materialization(
+        self,
+        conn: PgConnection,
+        record: MaterializationRecord,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+    ) -> None:
+        conn.queue(self.upsert_mat, _mat_params(record), doing="save the materialization", expect=1)
+        if lineage:
+            conn.queue(self.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage")
+        self.queue_audit(conn, audit)
+
+    def queue_audit(self, conn: PgConnection, audit: Sequence[AuditEvent]) -> None:
+        if audit:
+            conn.queue(
+                self.insert_audit,
+                [_audit_params(e) for e in audit],
+                doing="append to the audit log",
+            )
+
+    def save(
+        self,
+        conn: PgConnection,
+        record: MaterializationRecord,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+    ) -> None:
+        """``save_materialization`` outside a run transaction: one round trip, or none for a
+        step's ``running`` record, which is posted (sent, its result read with the next round
+        trip: see ``_NO_FLUSH`` for why it may be lost)."""
+        if conn.superseded is not None:
+            raise conn.superseded  # the step belongs to a newer attempt: write nothing more
+        conn.command("BEGIN")
+        self.queue_materialization(conn, record, lineage, audit)
+        # An explicit COMMIT, executed as it arrives: a posted write is visible at once, not
+        # when the next round trip syncs the pipeline.
+        conn.command("COMMIT")
+        if record.status == Status.RUNNING and not lineage and not audit:
+            conn.post()
+            return
+        _send_or_roll_back(conn)
+
+    # --- reads ------------------------------------------------------------------------------
+    def find(
+        self, conn: PgConnection, run_id: str, asset: str, partition_key: str
+    ) -> MaterializationRecord | None:
+        params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
+        rows = conn.read(self.find_one, params, doing="read the materialization")
+        return _mat_record(rows[0]) if rows else None
+
+    def lock_step(
+        self, conn: PgConnection, lock: str, run_id: str, asset: str, partition_key: str
+    ) -> tuple[MaterializationRecord | None, RunStatus | None]:
+        """Take the step lock (waiting for another worker holding it), then read the step's
+        record and its run's status: one round trip, the read after the wait."""
+        conn.queue(self.take_step_lock, {"step": lock}, doing="lock the step")
+        params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
+        rows = conn.read(self.step_read, params, doing="read the step")
+        conn.step_lock, conn.step = lock, (run_id, asset, partition_key)
+        if not rows:
+            return None, None
+        run_status = rows[0][len(_MAT_COLUMNS)]
+        return _mat_record(rows[0]), None if run_status is None else RunStatus(run_status)
+
+    def unlock_step(self, conn: PgConnection, lock: str) -> None:
+        conn.read(self.release_step_lock, {"step": lock}, doing="unlock the step")
+        conn.step_lock = None
+
+    def run_transaction(
+        self, conn: PgConnection, run_id: str, work: Callable[[RunTransaction], T]
+    ) -> T:
+        tx = _PgRunTransaction(self, conn, run_id)
+        try:
+            result = work(tx)
+            conn.send_checks()  # a conditional write nothing read back yet: before the COMMIT
+            conn.command("COMMIT")
+            if tx.outcome_saved and conn.step_lock is not None:
+                # The step's outcome is committed: nothing left to protect, and the lock goes
+                # in the same round trip as the COMMIT.
+                conn.queue(
+                    self.release_step_lock, {"step": conn.step_lock}, doing="unlock the step"
+                )
+                conn.flush()
+                conn.step_lock = None
+            else:
+                conn.flush()
+        except BaseException:
+            _roll_back(conn)
+            raise
+        return result
+
+
+def _send_or_roll_back(conn: PgConnection) -> None:
+    try:
+        conn.flush()
+    except BaseException:
+        _roll_back(conn)
+        raise
+
+
+def _roll_back(conn: PgConnection) -> None:
+    """End a failed transaction, leaving the connection usable (or closed: if the rollback
+    fails, the connection is broken and its step session closes it)."""
+    import psycopg
+
+    conn.discard()
+    if conn.driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with suppress(psycopg.Error):
+            conn.driver.execute("ROLLBACK")
+
+
+_UNREAD: Any = object()
+
+
+class _PgRunTransaction:
+    """A :class:`RunTransaction` on a step session's connection.
+
+    Writes are queued and sent with the next read or the COMMIT (one round trip each). The run
+    lock is the same advisory lock as :class:`_SQLRunTransaction`'s, taken first, so the two
+    kinds of transactions take turns on a run. Within the transaction the run is read once, and
+    the count of unfinished steps comes with that read (until the next write): after a step's
+    final record, :func:`~flowstone.execution.scheduling.after_final` asks for both, so a
+    step that makes nothing ready commits in two round trips: BEGIN, the run lock, its writes
+    (the fencing check is the final write's condition: :meth:`save_attempt`) and the run's read
+    in one, the COMMIT in the other.
+    """
+
+    def __init__(self, statements: _PgStatements, conn: PgConnection, run_id: str) -> None:
+        self._s = statements
+        self._conn = conn
+        self._run_id = run_id
+        self._run: RunRecord | None = _UNREAD
+        self._unfinished: bool | None = None
+        #: The step of the connection's step session got its outcome in this transaction.
+        self.outcome_saved = False
+        conn.command("BEGIN")
+        conn.queue(statements.lock_run, {"run_id": run_id}, doing="lock the run")
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def connection(self) -> Any:
+        # The job queue writes through it: what is queued goes first.
+        self._conn.flush()
+        self._unfinished = None  # the caller may change anything
+        return self._conn.driver
+
+    def _wrote(self) -> None:
+        self._unfinished = None
+
+    def get_run(self) -> RunRecord | None:
+        if self._run is _UNREAD:
+            (row,) = self._conn.read(
+                self._s.run_and_unfinished, {"run_id": self._run_id}, doing="read the run"
+            )
+            self._unfinished = bool(row[0])
+            self._run = None if row[1] is None else _run_record(row[1:])
+        return self._run
+
+    def run_status(self) -> RunStatus | None:
+        if self._run is not _UNREAD:
+            return None if self._run is None else self._run.status
+        (row,) = self._conn.read(
+            self._s.run_status_and_unfinished, {"run_id": self._run_id}, doing="read the run"
+        )
+        self._unfinished = bool(row[0])
+        if row[1] is None:
+            self._run = None
+            return None
+        if not self._unfinished:
+            self._run = _run_record(row[1:])  # whole: the caller closes the run
+        return RunStatus(row[2])
+
+    def create_run(
+        self,
+        run: RunRecord,
+        materializations: Sequence[MaterializationRecord] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, run)
+        for record in materializations:
+            check_run_member(self._run_id, record)
+        self._conn.queue(self._s.upsert_run, _run_params(run), doing="create the run")
+        if materializations:
+            self._conn.queue(
+                self._s.upsert_mat,
+                [_mat_params(m) for m in materializations],
+                doing="create the run",
+                expect=len(materializations),
+            )
+        self._s.queue_audit(self._conn, audit)
+        self._run, self._unfinished = _UNREAD, None
+
+    def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        check_run_member(self._run_id, run)
+        self._conn.queue(self._s.update_run, _run_params(run), doing="update the run")
+        self._s.queue_audit(self._conn, audit)
+        self._run, self._unfinished = _UNREAD, None
+
+    def save_materialization(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, record)
+        self._s.queue_materialization(self._conn, record, lineage, audit)
+        self._saved(record)
+
+    def _saved(self, record: MaterializationRecord) -> None:
+        self._unfinished = None
+        if (record.run_id, record.asset, record.partition_key) == self._conn.step and (
+            # Final, or pending again after it ran: a retry is scheduled.
+            record.status.is_final
+            or (record.status == Status.PENDING and record.started_at is not None)
+        ):
+            self.outcome_saved = True
+
+    def save_attempt(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        superseded: Callable[[MaterializationRecord | None], BaseException],
+    ) -> None:
+        """Save ``record``, the final record of its attempt, only if that attempt still owns
+        the step (``running`` with its attempt number, or ``pending`` never started).
+
+        The condition is checked when the write's result is read (with the next read, or
+        before the COMMIT at the latest); when it fails, ``superseded(current record)`` is
+        raised, nothing of the transaction is kept, and the step session writes nothing more.
+        """
+        check_run_member(self._run_id, record)
+        params = _mat_params(record)
+        params.update({f"owner_{name}": params[name] for name in ("id", *_MAT_FIXED)})
+        params["owner_attempt"] = record.attempt
+
+        def check(changed: int) -> None:
+            if changed != 1:
+                current = self.find(record.asset, record.partition_key)
+                self._conn.superseded = error = superseded(current)
+                raise error
+
+        self._conn.queue(
+            self._s.save_if_owner, params, doing="save the materialization", check=check
+        )
+        if lineage:
+            self._conn.queue(
+                self._s.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage"
+            )
+        self._s.queue_audit(self._conn, audit)
+        self._saved(record)
+
+    def materializations(self, assets: Sequence[str] | None = None) -> list[MaterializationRecord]:
+        if assets is not None and not assets:
+            return []
+        params: dict[str, Any] = {"run_id": self._run_id}
+        stmt = self._s.run_mats
+        if assets is not None:
+            stmt, params["assets"] = self._s.run_mats_of, list(assets)
+        rows = self._conn.read(stmt, params, doing="read the run's materializations")
+        return [_mat_record(row) for row in rows]
+
+    def commit_without_flush(self) -> None:
+        """Nothing to do: a step session's connection never waits for the flush."""
+
+    def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
+        return self._s.find(self._conn, self._run_id, asset, partition_key)
+
+    def has_unfinished(self) -> bool:
+        if self._unfinished is None:
+            rows = self._conn.read(
+                self._s.has_unfinished, {"run_id": self._run_id}, doing="look for unfinished steps"
+            )
+            self._unfinished = bool(rows[0][0])
+        return self._unfinished

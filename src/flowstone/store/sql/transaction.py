@@ -1,0 +1,165 @@
+"""Run transactions of the SQL store (distributed execution): a run's writes and reads in one
+transaction, serialized per run (SQLite's write lock, or a PostgreSQL advisory lock on the run),
+and the statements they share with the store and the direct PostgreSQL path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from flowstone.records import (
+    AuditEvent,
+    LineageEdge,
+    MaterializationRecord,
+    RunRecord,
+    RunStatus,
+    Status,
+)
+from flowstone.store.base import check_run_member
+from flowstone.store.schema import materializations, runs
+from flowstone.store.sql.core import SQLStoreCore
+from flowstone.store.sql.errors import _identity_error
+from flowstone.store.sql.rows import (
+    _MAT_COLUMNS,
+    _audit_params,
+    _edge_params,
+    _mat_params,
+    _mat_record,
+    _run_params,
+    _run_record,
+)
+
+# --- run transactions (distributed execution) ----------------------------------------------
+
+#: Advisory lock namespace of FlowStone's run locks (the first key of the two-key form), so
+#: they never collide with another application's advisory locks in the same database.
+RUN_LOCK_NAMESPACE = 0x464C5354  # "FLST"
+_LOCK_RUN = sa.select(
+    sa.func.pg_advisory_xact_lock(
+        sa.literal(RUN_LOCK_NAMESPACE, sa.Integer), sa.func.hashtext(sa.bindparam("run_id"))
+    )
+)
+_RUN_MATS = (
+    sa.select(*_MAT_COLUMNS)
+    .where(materializations.c.run_id == sa.bindparam("run_id"))
+    .order_by(materializations.c.created_at, materializations.c.seq)
+)
+_RUN_MATS_OF = _RUN_MATS.where(materializations.c.asset.in_(sa.bindparam("assets", expanding=True)))
+#: Commit without waiting for the WAL flush (PostgreSQL's asynchronous commit), for writes that
+#: are harmless to lose in a database crash: a step's ``running`` status (lost, the step reads
+#: ``pending``, which every executor treats as not started), and a worker's final transaction,
+#: which the job queue's durable acknowledgement follows at once (its flush covers everything
+#: committed before it; a crash before it reverts both, and the stalled job is retried). A
+#: lost commit is never half-applied: PostgreSQL replays its WAL in order.
+_NO_FLUSH = sa.text("SET LOCAL synchronous_commit = off")
+_FIND_IN_RUN = sa.select(*_MAT_COLUMNS).where(
+    materializations.c.run_id == sa.bindparam("run_id"),
+    materializations.c.asset == sa.bindparam("asset"),
+    materializations.c.partition_key == sa.bindparam("partition_key"),
+)
+#: The statuses a step is in until it ends (the positive list lets the (run_id, status) index
+#: answer with one probe per status, instead of reading every step of the run).
+_UNFINISHED = [s.value for s in Status if not s.is_final]
+_HAS_UNFINISHED = sa.select(
+    sa.exists().where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.status.in_(_UNFINISHED),
+    )
+)
+
+#: The run's status alone (a worker's per-step read: :meth:`RunTransaction.run_status`).
+_RUN_STATUS = sa.select(runs.c.status).where(runs.c.id == sa.bindparam("id"))
+
+
+class _SQLRunTransaction:
+    """A :class:`RunTransaction` on an open SQLAlchemy connection of a
+    :class:`~flowstone.store.sql.SQLStore`."""
+
+    def __init__(self, store: SQLStoreCore, conn: sa.Connection, run_id: str) -> None:
+        self._store = store
+        self._conn = conn
+        self._run_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def connection(self) -> Any:
+        return self._conn.connection.driver_connection
+
+    def get_run(self) -> RunRecord | None:
+        row = self._conn.execute(self._store._get_run, {"id": self._run_id}).first()
+        return None if row is None else _run_record(row)
+
+    def run_status(self) -> RunStatus | None:
+        found = self._conn.execute(_RUN_STATUS, {"id": self._run_id}).scalar()
+        return None if found is None else RunStatus(found)
+
+    def create_run(
+        self,
+        run: RunRecord,
+        materializations: Sequence[MaterializationRecord] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, run)
+        for record in materializations:
+            check_run_member(self._run_id, record)
+        store, conn = self._store, self._conn
+        conn.execute(store._upsert_run, _run_params(run))
+        if materializations:
+            params = [_mat_params(m) for m in materializations]
+            if store._dialect == "sqlite":
+                saved = conn.execute(store._upsert_mat, params).rowcount
+            else:
+                saved = len(conn.execute(store._upsert_mat_returning, params).all())
+            if saved != len(materializations):
+                raise _identity_error(materializations)
+        self._audit(audit)
+
+    def update_run(self, run: RunRecord, audit: Sequence[AuditEvent] = ()) -> None:
+        check_run_member(self._run_id, run)
+        self._conn.execute(self._store._update_run, _run_params(run))
+        self._audit(audit)
+
+    def save_materialization(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge] = (),
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        check_run_member(self._run_id, record)
+        if self._conn.execute(self._store._upsert_mat, _mat_params(record)).rowcount != 1:
+            raise _identity_error((record,))
+        if lineage:
+            self._conn.execute(self._store._insert_edge, [_edge_params(e) for e in lineage])
+        self._audit(audit)
+
+    def materializations(self, assets: Sequence[str] | None = None) -> list[MaterializationRecord]:
+        if assets is not None and not assets:
+            return []
+        params: dict[str, Any] = {"run_id": self._run_id}
+        stmt = _RUN_MATS
+        if assets is not None:
+            stmt, params["assets"] = _RUN_MATS_OF, list(assets)
+        return [_mat_record(row) for row in self._conn.execute(stmt, params).all()]
+
+    def commit_without_flush(self) -> None:
+        if self._store._dialect == "postgresql":
+            self._conn.execute(_NO_FLUSH)
+
+    def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
+        params = {"run_id": self._run_id, "asset": asset, "partition_key": partition_key}
+        row = self._conn.execute(_FIND_IN_RUN, params).first()
+        return None if row is None else _mat_record(row)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._conn.execute(_HAS_UNFINISHED, {"run_id": self._run_id}).scalar_one())
+
+    def _audit(self, events: Sequence[AuditEvent]) -> None:
+        if events:
+            self._conn.execute(self._store._insert_audit, [_audit_params(e) for e in events])
