@@ -320,3 +320,24 @@ def test_a_superseded_attempt_writes_nothing_over_the_newer_one(pg: SQLStore, ou
     still = pg.get_run(run.id)
     assert still is not None and still.status == RunStatus.RUNNING
     assert step_locks_held(pg) == 0
+
+
+def test_a_gate_s_waiting_record_is_never_overwritten_by_its_posted_running_write(
+    pg: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gate asks before anything runs: its request is written on another connection right
+    # after the step session posted `running`. If PostgreSQL ran the posted write last, it
+    # overwrote `waiting_approval` (1-13 in 300 steps under load) and the run waited forever.
+    # Holding posted writes back until the next round trip makes that order certain here.
+    monkeypatch.setattr(PgConnection, "post", lambda self: None)
+
+    @fs.asset(approval=fs.Approval("Go?"))
+    def gate() -> int:
+        return 1
+
+    with step_runner(pg, gate) as runner:
+        run = run_record(targets=("gate",))
+        pg.create_run(run, [mat("gate", run_id=run.id, status=Status.PENDING)])
+        assert run_step(runner, run.id, "gate").startswith("gate waiting for approval")
+        (record,) = pg.list_materializations(run_id=run.id)
+        assert (record.status, record.attempt) == (Status.WAITING_APPROVAL, 1)

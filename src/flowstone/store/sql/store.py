@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from flowstone.checkpoints import ApprovalRecord
 from flowstone.errors import StoreUnavailableError
 from flowstone.records import (
     AuditEvent,
@@ -217,6 +218,20 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
             if self._dialect == "postgresql":
                 conn.execute(_LOCK_RUN, {"run_id": run_id})
             return work(_SQLRunTransaction(self, conn, run_id))
+
+    def request_approval(
+        self,
+        approval: ApprovalRecord,
+        materialization: MaterializationRecord,
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        # In a worker's step session this step's `running` may be posted and not yet run by
+        # PostgreSQL: it goes first, or it could overwrite the `waiting_approval` written here
+        # on another connection (and the run would wait for a step shown running forever).
+        bound = self._pg.bound() if self._pg is not None else None
+        if bound is not None:
+            bound.flush()
+        super().request_approval(approval, materialization, audit)
 
     # --- step sessions (distributed workers) ------------------------------------------------
     @contextmanager
