@@ -234,3 +234,13 @@ def test_ctrl_c_during_a_distributed_backfill_cancels_its_chunk_and_resume_runs_
         e.partition_key for r in pipeline.runs() for e in pg.executions(r.id) if e.event == "done"
     )
     assert done == Counter({f"s:{p}": 1 for p in "abcdef"})  # nothing ran twice
+
+
+def test_a_workers_run_can_be_cancelled_from_an_in_process_pipeline(pg: Cluster) -> None:
+    from flowstone.execution import InProcessExecutor
+
+    submitted = pg.pipeline("diamond").materialize_all()  # no worker: it stays queued
+    local = pg.pipeline("diamond", executor=InProcessExecutor())
+    done = local.cancel_run(submitted.run_id)
+    assert done.run.status == RunStatus.CANCELLED
+    assert done.cancelled_steps == 4

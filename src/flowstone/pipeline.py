@@ -687,20 +687,29 @@ class Pipeline:
         )
 
     def cancel_run(self, run_id: str, *, actor: str = "user") -> Cancellation:
-        """Cancel a run on the distributed executor: its steps that have not started are
-        ``cancelled``, their jobs removed from the queue, running ones asked to abort.
+        """Cancel a run of the workers: its steps that have not started are ``cancelled``,
+        their jobs removed from the queue, running ones asked to abort. Works from any
+        pipeline on the run's store (the run names its queue).
 
         Raises:
             UnknownRunError: no run has this id.
-            DistributedSetupError: the pipeline does not use the distributed executor.
+            DistributedSetupError: the run is not the workers' (an in-process run stops with
+                its process) and this pipeline does not use the distributed executor.
         """
-        if not isinstance(self._executor, DistributedExecutor):
+        run = self.store.get_run(run_id)
+        queue = None if run is None else run.tags.get(QUEUE_TAG)
+        executor = self._executor
+        if queue is not None and not (
+            isinstance(executor, DistributedExecutor) and executor.queue == queue
+        ):
+            executor = DistributedExecutor(queue=queue)
+        if not isinstance(executor, DistributedExecutor):
             raise DistributedSetupError(
-                "Only runs on the distributed executor can be cancelled: an in-process run "
-                "stops with its process. Set FLOWSTONE_EXECUTOR=distributed (or pass "
+                "Only runs of the workers (the distributed executor) can be cancelled: an "
+                "in-process run stops with its process. Set FLOWSTONE_EXECUTOR=distributed (or pass "
                 "executor=DistributedExecutor()) to manage the workers' runs."
             )
-        return self._executor.cancel(self.store, run_id, actor=actor)
+        return executor.cancel(self.store, run_id, actor=actor)
 
     def resource_scope(self) -> ResourceScope:
         """A new scope over this pipeline's resource providers (a worker keeps one for its

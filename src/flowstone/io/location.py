@@ -197,8 +197,11 @@ class Location:
             hasher.start()
             try:
                 produce(tmp)
-            finally:
+            except BaseException:
                 hasher.written.set()
+                hasher.join()  # it holds the file open: close it before the file is removed
+                raise
+            hasher.written.set()
             try:
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
