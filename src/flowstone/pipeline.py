@@ -706,8 +706,8 @@ class Pipeline:
         if not isinstance(executor, DistributedExecutor):
             raise DistributedSetupError(
                 "Only runs of the workers (the distributed executor) can be cancelled: an "
-                "in-process run stops with its process. Set FLOWSTONE_EXECUTOR=distributed (or pass "
-                "executor=DistributedExecutor()) to manage the workers' runs."
+                "in-process run stops with its process. Set FLOWSTONE_EXECUTOR=distributed (or "
+                "pass executor=DistributedExecutor()) to manage the workers' runs."
             )
         return executor.cancel(self.store, run_id, actor=actor)
 
