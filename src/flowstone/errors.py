@@ -160,10 +160,10 @@ class MissingUpstreamError(MaterializationError):
             more = f" and {len(self.missing) - 5} more" if len(self.missing) > 5 else ""
             what = (
                 f", but {len(self.missing)} of the {upstream!r} partitions it reads have no "
-                f"successful materialization: {listed}{more}. Materialize them first (or pass "
-                "allow_missing=True to the partition mapping to read the ones that exist), "
-                "or run with upstream assets (materialize_all / `flowstone materialize "
-                "--with-deps`)."
+                f"successful materialization: {listed}{more}. Materialize them first (a "
+                f"backfill of {upstream!r} over them: `flowstone backfill run {upstream} "
+                "--from ... --to ...`), or pass allow_missing=True to the partition mapping "
+                "to read the ones that exist."
             )
         else:
             what = (
