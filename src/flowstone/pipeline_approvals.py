@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.errors import ApprovalError, PartitionError
-from flowstone.execution.distributed import QUEUE_TAG, DistributedExecutor, DistributedRuns
+from flowstone.execution.distributed import DistributedExecutor, DistributedRuns
 from flowstone.partitions import Partition, encode_partition
 from flowstone.pipeline_materialize import PipelineMaterialize
 from flowstone.planner import resolve_partition
@@ -240,13 +240,7 @@ class PipelineApprovals(PipelineMaterialize):
         """Continue a run after a decision where it runs: a run of the workers (tagged with
         their queue), or any run when this pipeline is distributed, goes back to the workers
         (this process only enqueues); an in-process run continues in this process."""
-        run = self.store.get_run(run_id)
-        queue = None if run is None else run.tags.get(QUEUE_TAG)
-        executor = self._executor
-        if queue is not None and not (
-            isinstance(executor, DistributedExecutor) and executor.queue == queue
-        ):
-            executor = DistributedExecutor(queue=queue)
+        executor = self._executor_of(run_id)
         if isinstance(executor, DistributedExecutor):
             runs = DistributedRuns(executor, self.store, self.graph, self._get_materializer())
             return runs.advance(run_id, decided=decided)

@@ -18,7 +18,7 @@ from flowstone.asset import AssetDef
 from flowstone.checkpoints import ApprovalNotifier
 from flowstone.errors import DefinitionError, suggest
 from flowstone.execution import Executor, InProcessExecutor
-from flowstone.execution.distributed import DEFAULT_QUEUE, DistributedExecutor
+from flowstone.execution.distributed import DEFAULT_QUEUE, QUEUE_TAG, DistributedExecutor
 from flowstone.graph import AssetGraph
 from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager
 from flowstone.materializer import IOSelection, Materializer
@@ -110,6 +110,16 @@ class PipelineCore:
         """Receive telemetry events (see :mod:`flowstone.telemetry`); returns an unsubscribe
         function."""
         return self._telemetry.subscribe(handler, prefix=prefix)
+
+    def _executor_of(self, run_id: str) -> Executor:
+        """The executor that owns a run: the workers of the queue a run of theirs names (its
+        ``flowstone.queue`` tag), whatever this pipeline's executor; else this pipeline's."""
+        run = self.store.get_run(run_id)
+        queue = None if run is None else run.tags.get(QUEUE_TAG)
+        mine = self._executor
+        if queue is None or (isinstance(mine, DistributedExecutor) and mine.queue == queue):
+            return mine
+        return DistributedExecutor(queue=queue)
 
     def _get_materializer(self) -> Materializer:
         if self._materializer is None:

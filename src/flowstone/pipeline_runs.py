@@ -6,7 +6,6 @@ from __future__ import annotations
 from flowstone.errors import DistributedSetupError
 from flowstone.execution import Executor
 from flowstone.execution.distributed import (
-    QUEUE_TAG,
     Cancellation,
     DistributedExecutor,
     Progress,
@@ -72,13 +71,7 @@ class PipelineRuns(PipelineCore):
             DistributedSetupError: the run is not the workers' (an in-process run stops with
                 its process) and this pipeline does not use the distributed executor.
         """
-        run = self.store.get_run(run_id)
-        queue = None if run is None else run.tags.get(QUEUE_TAG)
-        executor = self._executor
-        if queue is not None and not (
-            isinstance(executor, DistributedExecutor) and executor.queue == queue
-        ):
-            executor = DistributedExecutor(queue=queue)
+        executor = self._executor_of(run_id)
         if not isinstance(executor, DistributedExecutor):
             raise DistributedSetupError(
                 "Only runs of the workers (the distributed executor) can be cancelled: an "

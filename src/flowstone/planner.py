@@ -18,7 +18,6 @@ from flowstone.errors import PartitionError
 from flowstone.graph import AssetGraph
 from flowstone.partitions import (
     Partition,
-    PartitionsDefinition,
     encode_partition,
     partition_repr,
 )
@@ -228,17 +227,12 @@ def _seeds(assets: Sequence[AssetDef], partition: Partition) -> list[tuple[str, 
         definition = asset.partitioned_by
         if definition is None:
             found.append((asset.name, None))
-        elif partition is not None and _holds(definition, partition):
-            found.append((asset.name, definition.validate(partition)))
+        elif partition is not None:
+            try:
+                found.append((asset.name, definition.validate(partition)))
+            except PartitionError:
+                continue  # not its kind of key: it gets what the assets below read, if any
     return found
-
-
-def _holds(definition: PartitionsDefinition, partition: Partition) -> bool:
-    try:
-        definition.validate(partition)
-    except PartitionError:
-        return False
-    return True
 
 
 def _derive(

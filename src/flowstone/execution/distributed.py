@@ -129,16 +129,7 @@ class DistributedExecutor:
             tags={**tags, QUEUE_TAG: self.queue},
         )
         pending = [step.pending_record(run.id) for step in plan.steps]
-        first = [
-            queue.StepJob(
-                run_id=run.id,
-                asset=step.asset.name,
-                partition_key=step.partition_key,
-                io_manager=io.override,
-            )
-            for step in plan.steps
-            if not step.deps_in_plan
-        ]
+        first = _first_jobs(plan, io.override)
         event = started(run) if started else run_event("run.started", run)
 
         def work(tx: RunTransaction) -> None:
@@ -227,15 +218,8 @@ class DistributedExecutor:
         Raises:
             DistributedSetupError: the store is not PostgreSQL.
         """
-        from flowstone.execution import queue
-
         self.prepare(store)
-        first = [
-            queue.StepJob(run_id=run.id, asset=step.asset.name, partition_key=step.partition_key)
-            for step in plan.steps
-            if not step.deps_in_plan
-        ]
-        self.enqueue(store, first)
+        self.enqueue(store, _first_jobs(plan))
 
     def continue_run(
         self, store: MetadataStore, graph: AssetGraph, materializer: Materializer, run_id: str
@@ -429,6 +413,22 @@ def _close_requests(store: MetadataStore, run_id: str, actor: str) -> None:
             reason=f"run {run_id} was cancelled",
         )
         store.decide_approval(decided, audit=[audit_event(decided)])
+
+
+def _first_jobs(plan: RunPlan, io_manager: str | None = None) -> list[StepJob]:
+    """The jobs of a plan's steps that depend on no other step of the run."""
+    from flowstone.execution import queue
+
+    return [
+        queue.StepJob(
+            run_id=plan.run_id,
+            asset=step.asset.name,
+            partition_key=step.partition_key,
+            io_manager=io_manager,
+        )
+        for step in plan.steps
+        if not step.deps_in_plan
+    ]
 
 
 def _settled(status: Status) -> bool:

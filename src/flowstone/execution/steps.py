@@ -54,6 +54,7 @@ from flowstone.records import (
     Status,
     utcnow,
 )
+from flowstone.retry import retry_scheduled_event
 from flowstone.store import MetadataStore
 from flowstone.store.base import RunTransaction
 
@@ -406,21 +407,7 @@ class _Finisher:
         ):
             self.retry_in = policy.delay(record.attempt)
             waiting = replace(record, status=Status.PENDING, completed_at=None)
-            event = AuditEvent(
-                action="materialization.retry_scheduled",
-                resource_type="asset",
-                resource_id=record.asset,
-                details={
-                    "materialization_id": record.id,
-                    "partition_key": record.partition_key,
-                    "attempt": record.attempt,
-                    "next_attempt": record.attempt + 1,
-                    "delay_s": round(self.retry_in, 3),
-                    "error_type": record.error_type,
-                },
-                correlation_id=record.run_id,
-            )
-            tx.save_materialization(waiting, audit=[event])
+            tx.save_materialization(waiting, audit=[retry_scheduled_event(record, self.retry_in)])
             return
         self.outcome = after_final(tx, graph, self._runner._materializer, record)
         ready = [
