@@ -575,6 +575,7 @@ def test_import_flowstone_leaves_feature_modules_unloaded() -> None:
         "procrastinate",
         "pyarrow",
         "pandas",
+        "polars",
     ]
     code = f"import sys, flowstone; print(sorted(set({heavy!r}) & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -266,15 +266,16 @@ def _waiting_rows(store: MetadataStore, previous: Mapping[int, BackfillPartition
     """The positions of ``previous`` rows whose partition is still in the hands of its run:
     a step waits for a decision (the one that asked, or a later gate of the same partition
     once that was approved), or the decision's continuation is still running."""
-    found = set()
-    for position, row in previous.items():
-        if row.outcome != PartitionOutcome.WAITING or row.run_id is None:
-            continue
-        records = store.list_materializations(
-            run_id=row.run_id, partition_key=row.partition_key, limit=None
-        )
-        if any(not r.status.is_final for r in records):
-            found.add(position)
+    waiting = {
+        position: row
+        for position, row in previous.items()
+        if row.outcome == PartitionOutcome.WAITING and row.run_id is not None
+    }
+    unfinished: set[tuple[str | None, str]] = set()
+    for run_id in {row.run_id for row in waiting.values()}:  # a chunk's rows share one run
+        records = store.list_materializations(run_id=run_id, limit=None)
+        unfinished |= {(run_id, r.partition_key) for r in records if not r.status.is_final}
+    found = {p for p, row in waiting.items() if (row.run_id, row.partition_key) in unfinished}
     return found
 
 

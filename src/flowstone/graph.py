@@ -8,7 +8,7 @@ that the graph is immutable; the executor, the planner and the CLI only read it.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
@@ -58,11 +58,11 @@ class UpstreamRead:
     allow_missing: bool = False
     #: The parameter that receives the value; None for a ``depends_on``-only dependency.
     input: str | None = None
+    #: The encoded upstream partitions, in the same order (encoded once: every user reads them).
+    keys: tuple[str, ...] = field(init=False)
 
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """The encoded upstream partitions."""
-        return tuple(encode_partition(p) for p in self.partitions)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(encode_partition(p) for p in self.partitions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +153,6 @@ class AssetGraph:
         """The direct downstream assets of ``name``."""
         self.get(name)
         return self._downstream[name]
-
-    def mapping(self, name: str, dep: str) -> PartitionMapping | None:
-        """How ``name``'s partitions read ``dep``'s: the declared mapping, the identity between
-        two assets partitioned alike, or None when ``dep`` is unpartitioned (the first
-        parameter's, when several read ``dep``)."""
-        return next((e.mapping for e in self._edges[name] if e.dep == dep), None)
 
     def reads(
         self, name: str, partition: Partition, *, as_of: datetime | None = None

@@ -131,8 +131,8 @@ def deps_in(
     """The dependencies of ``asset``'s ``partition`` that are steps of the same run (those in
     ``present``); the others are read from the store. The planner's rule, also applied when a
     run is rebuilt from its stored records (with ``as_of``, the run's creation time)."""
-    found = step_deps(graph, asset, partition, as_of=as_of)
-    return tuple(dict.fromkeys(k for k in found if k in present))
+    found = step_deps(graph, asset, partition, as_of=as_of)  # already without repeats
+    return tuple(k for k in found if k in present)
 
 
 def plan_run(
