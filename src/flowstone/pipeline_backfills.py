@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from flowstone.asset import AssetDef
 from flowstone.execution import Executor
-from flowstone.execution.distributed import QUEUE_TAG, DistributedExecutor
+from flowstone.execution.distributed import DistributedExecutor
 from flowstone.materializer import IOSelection, Materializer
 from flowstone.partitions import Partition
 from flowstone.pipeline_materialize import PipelineMaterialize
@@ -178,7 +178,7 @@ class PipelineBackfills(PipelineMaterialize):
                     ),
                     # The workers' chunks are marked theirs, for decisions to continue there.
                     run_tags=(
-                        {QUEUE_TAG: self._executor.queue}
+                        self._executor.run_tags()
                         if isinstance(self._executor, DistributedExecutor)
                         else None
                     ),

@@ -119,14 +119,14 @@ class DistributedExecutor:
         from flowstone.execution import queue
 
         self.prepare(store)
-        _check_io(plan, io)
+        check_shared_io([step.asset for step in plan.steps], io)
         run = RunRecord(
             id=plan.run_id,
             status=RunStatus.RUNNING,
             targets=plan.targets,
             partition_key=plan.partition_key,
             created_at=plan.created_at,
-            tags={**tags, QUEUE_TAG: self.queue},
+            tags=self.run_tags(tags),
         )
         pending = [step.pending_record(run.id) for step in plan.steps]
         first = _first_jobs(plan, io.override)
@@ -210,7 +210,12 @@ class DistributedExecutor:
             _close_requests(store, run_id, actor)
         return Cancellation(run, steps, jobs_cancelled, jobs_aborting)
 
-    def hand_off(self, store: MetadataStore, plan: RunPlan, run: RunRecord) -> None:
+    def run_tags(self, tags: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``tags`` plus the :data:`QUEUE_TAG` that marks a run as these workers' (a decision
+        or a cancel on it then goes through their queue, from any pipeline)."""
+        return {**(tags or {}), QUEUE_TAG: self.queue}
+
+    def hand_off(self, store: MetadataStore, plan: RunPlan) -> None:
         """Give a run recorded by someone else (a schedule tick, a backfill chunk, created with
         the :data:`QUEUE_TAG` tag) to the workers: enqueue its first steps (a step already
         queued is not queued twice).
@@ -218,8 +223,7 @@ class DistributedExecutor:
         Raises:
             DistributedSetupError: the store is not PostgreSQL.
         """
-        self.prepare(store)
-        self.enqueue(store, _first_jobs(plan))
+        self.enqueue(store, _first_jobs(plan))  # enqueue checks the store (prepare)
 
     def continue_run(
         self, store: MetadataStore, graph: AssetGraph, materializer: Materializer, run_id: str
@@ -317,8 +321,8 @@ class DistributedExecutor:
             DistributedSetupError: the store is not PostgreSQL.
         """
 
-        _check_io(plan, io)
-        self.hand_off(store, plan, run)
+        check_shared_io([step.asset for step in plan.steps], io)
+        self.hand_off(store, plan)
         deps = {step.key: step.deps_in_plan for step in plan.steps}
         try:
             return self._follow(
@@ -541,10 +545,6 @@ def _ended_or_resting(
         if r.status == Status.PENDING and r.asset in graph
     }
     return _rests(run, records, deps)
-
-
-def _check_io(plan: RunPlan, io: IOSelection) -> None:
-    check_shared_io([step.asset for step in plan.steps], io)
 
 
 def check_shared_io(assets: Iterable[AssetDef], io: IOSelection) -> None:

@@ -253,7 +253,8 @@ def continue_decided(
             skipped += skip_below(tx, graph, materializer, record)
     records = tx.materializations()
     if not any(r.status == Status.WAITING_APPROVAL for r in records):
-        if run.status == RunStatus.WAITING_APPROVAL and tx.has_unfinished():
+        unfinished = any(not r.status.is_final for r in records)
+        if run.status == RunStatus.WAITING_APPROVAL and unfinished:
             run = replace(run, status=RunStatus.RUNNING)
             tx.update_run(run, [run_event("run.resumed", run)])
         elif close_if_done(tx, run) is not None:
@@ -274,8 +275,3 @@ def _resumed_event(record: MaterializationRecord, approval: ApprovalRecord) -> A
         },
         correlation_id=record.run_id,
     )
-
-
-def pending_steps(records: Sequence[MaterializationRecord]) -> list[MaterializationRecord]:
-    """The records of ``records`` that have not started (``pending``)."""
-    return [r for r in records if r.status == Status.PENDING]

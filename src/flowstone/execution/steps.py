@@ -232,7 +232,7 @@ class StepRunner:
         upstream = {}
         deps = step_deps(self._graph, job.asset, step.partition, as_of=record.created_at)
         for dep in deps:
-            found = self._run_record(job.run_id, *dep)
+            found = self._find(job.run_id, *dep)
             if found is not None:
                 upstream[dep] = found
         approval = None
@@ -264,10 +264,6 @@ class StepRunner:
         ]
         latest = max(asked, key=lambda a: a.attempt, default=None)
         return latest if latest is not None and latest.status == ApprovalStatus.APPROVED else None
-
-    def _run_record(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
-        # One indexed row, (run, asset, partition) being unique: a worker never reads a whole run.
-        return self._find(run_id, asset, key)
 
     @contextmanager
     def _plain_session(
@@ -424,5 +420,4 @@ class _Finisher:
 
 
 def _running(tx: RunTransaction) -> bool:
-    run = tx.get_run()
-    return run is not None and run.status in MOVING
+    return tx.run_status() in MOVING  # the status alone: not the whole run row

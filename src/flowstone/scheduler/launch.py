@@ -21,7 +21,7 @@ from concurrent import futures as cf
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from flowstone.execution.distributed import QUEUE_TAG, DistributedExecutor
+from flowstone.execution.distributed import DistributedExecutor
 from flowstone.partitions import Partition, decode_partition
 from flowstone.pipeline import Pipeline
 from flowstone.planner import RunPlan, Step, StepKey, dependencies_first, deps_in, plan_run
@@ -42,7 +42,7 @@ def _hand_off(
     executor: DistributedExecutor, pipeline: Pipeline, plan: RunPlan, run: RunRecord
 ) -> RunResult:
     """Give a recorded tick run to the workers (they do the rest, as for any submitted run)."""
-    executor.hand_off(pipeline.store, plan, run)
+    executor.hand_off(pipeline.store, plan)
     return RunResult(
         run_id=run.id,
         status=RunStatus.RUNNING,
@@ -73,8 +73,7 @@ def new_launch(
     """
     plan = plan_run(pipeline.graph, targets, partitions=(partition,), with_upstream=with_upstream)
     if isinstance(pipeline.executor, DistributedExecutor):
-        # The workers' run: a decision on it continues it there.
-        tags = {**tags, QUEUE_TAG: pipeline.executor.queue}
+        tags = pipeline.executor.run_tags(tags)  # the workers' run
     run = RunRecord(
         id=plan.run_id,
         status=RunStatus.RUNNING,

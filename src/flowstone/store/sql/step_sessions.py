@@ -160,10 +160,6 @@ class _PgStatements:
         self.release_step_lock = pg(_UNLOCK_STEP)
         self.step_read = pg(_STEP_READ)
 
-    @classmethod
-    def build(cls, store: SQLStoreCore) -> _PgStatements:
-        return cls(store)
-
     # --- writes, queued on a connection -------------------------------------------------
     def queue_materialization(
         self,
@@ -313,9 +309,6 @@ class _PgRunTransaction:
         self._conn.flush()
         self._unfinished = None  # the caller may change anything
         return self._conn.driver
-
-    def _wrote(self) -> None:
-        self._unfinished = None
 
     def get_run(self) -> RunRecord | None:
         if self._run is _UNREAD:

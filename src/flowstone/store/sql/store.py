@@ -117,7 +117,7 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         self._pg: PgSessions | None = None
         if self._dialect == "postgresql":
             self._pg = PgSessions(engine, _pg_error)
-            self._pgs = _PgStatements.build(self)
+            self._pgs = _PgStatements(self)
 
     def __repr__(self) -> str:
         return f"SQLStore({self.url!r})"
