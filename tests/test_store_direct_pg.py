@@ -240,7 +240,7 @@ def run_step(runner: StepRunner, run_id: str, asset: str) -> str:
     return runner.run(job.to_args(), job_id=None, retries=0, queue_name="default")
 
 
-def test_a_step_that_makes_nothing_ready_costs_three_round_trips(
+def test_a_step_nothing_waits_on_costs_two_round_trips(
     pg: SQLStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[Status] = []
@@ -273,11 +273,15 @@ def test_a_step_that_makes_nothing_ready_costs_three_round_trips(
     with step_runner(pg, a, b) as runner:
         monkeypatch.setattr(PgConnection, "_send", counting_send)
         done = run_step(runner, run.id, "a")
-        assert (sends, seen) == (3, [Status.RUNNING])
+        # The step lock with the step's read; then its outcome, committed with the read of
+        # what is left and the lock's release (no run lock: nothing can wait on a leaf).
+        assert (sends, seen) == (2, [Status.RUNNING])
         assert done == "a success (attempt 1); 0 enqueued"
         sends = 0
-        run_step(runner, run.id, "b")  # the last step also reads the run's records to close it
-        assert sends == 4
+        run_step(runner, run.id, "b")
+        # The last step then closes the run under its lock: the run with what is left, the
+        # run's records (for its final status), the COMMIT.
+        assert sends == 5
     finished = pg.get_run(run.id)
     assert finished is not None and finished.status == RunStatus.SUCCESS
     records = pg.list_materializations(run_id=run.id)
@@ -285,6 +289,31 @@ def test_a_step_that_makes_nothing_ready_costs_three_round_trips(
         ("a", Status.SUCCESS, 1),
         ("b", Status.SUCCESS, 1),
     ]
+    assert step_locks_held(pg) == 0
+
+
+def test_the_retried_job_of_a_worker_that_died_before_closing_the_run_closes_it(
+    pg: SQLStore,
+) -> None:
+    # A leaf's outcome commits without the run's lock, and the run is closed after it: a
+    # worker killed in between leaves the last step `success` and the run `running`. The job
+    # was not acknowledged, so it is retried: finding the step done, it closes the run.
+    @fs.asset
+    def a() -> int:
+        return 1
+
+    run = run_record(targets=("a",))
+    step = mat("a", run_id=run.id, status=Status.PENDING)
+    pg.create_run(run, [step])
+    pg.save_materialization(replace(step, status=Status.SUCCESS, completed_at=step.created_at))
+    with step_runner(pg, a) as runner:
+        said = run_step(runner, run.id, "a")
+    assert said == "nothing to do: a is already success"
+    closed = pg.get_run(run.id)
+    assert closed is not None and closed.status == RunStatus.SUCCESS
+    assert [e.action for e in pg.list_audit(correlation_id=run.id, limit=None)][-1] == (
+        "run.success"
+    )
     assert step_locks_held(pg) == 0
 
 

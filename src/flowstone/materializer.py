@@ -68,15 +68,16 @@ from flowstone.telemetry import Telemetry
 
 # --- distributed execution (issue 3) ----------------------------------------------------------
 class FinalHook(Protocol):
-    """Writes a step's final record inside a run transaction, with what belongs with it.
+    """Writes a step's final record in place of the materializer, with what belongs with it
+    (an executor's retry decision, the steps it makes ready), usually in a run transaction
+    (:meth:`~flowstone.store.MetadataStore.run_transaction`).
 
-    It must save ``record`` through ``tx`` (or a record that replaces it, e.g. ``pending``
-    again when a retry is due), or raise to store nothing at all.
+    It must save ``record`` (or a record that replaces it, e.g. ``pending`` again when a
+    retry is due), or raise to store nothing at all.
     """
 
     def __call__(
         self,
-        tx: RunTransaction,
         record: MaterializationRecord,
         *,
         lineage: Sequence[LineageEdge],
@@ -132,6 +133,11 @@ class Materializer:
         self._input_types: dict[str, dict[str, Any]] = {}
         self._notifiers = tuple(notifiers)
 
+    @property
+    def store(self) -> MetadataStore:
+        """The metadata store it records in."""
+        return self._store
+
     def run(
         self,
         step: Step,
@@ -151,8 +157,8 @@ class Materializer:
                 it are read from the store's latest success.
             attempt: The attempt number, recorded on the materialization (a step resumed by
                 an approval is the attempt after the one that asked).
-            on_final: Writes the final record instead of the store, inside a run
-                transaction (the distributed executor enqueues the steps it made ready in it).
+            on_final: Writes the final record instead of the materializer (the distributed
+                executor enqueues the steps it made ready in the same transaction).
         """
         asset = step.asset
         if step.approval is not None:
@@ -307,10 +313,7 @@ class Materializer:
         if on_final is None:
             self._store.save_materialization(record, lineage=lineage, audit=audit)
             return
-        self._store.run_transaction(
-            record.run_id,
-            lambda tx: on_final(tx, record, lineage=lineage, audit=audit, error=error),
-        )
+        on_final(record, lineage=lineage, audit=audit, error=error)
 
     def _wait(
         self,

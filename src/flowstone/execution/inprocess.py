@@ -13,7 +13,7 @@ from flowstone.materializer import Materializer, RunScope
 from flowstone.planner import RunPlan, Step, StepKey
 from flowstone.records import AuditEvent, LineageEdge, MaterializationRecord, Status
 from flowstone.retry import RetryPolicy, retry_scheduled_event
-from flowstone.store.base import RunTransaction
+from flowstone.store.base import MetadataStore, RunTransaction
 
 #: Per-run hook called with each final record, in completion order.
 OnRecord = Callable[[MaterializationRecord], object]
@@ -124,7 +124,7 @@ def _run_step(
         return materializer.run(step, scope, upstream)
     attempt = 1
     while True:
-        hook = _RetryHook(policy, stop)
+        hook = _RetryHook(materializer.store, policy, stop)
         record = materializer.run(step, scope, upstream, attempt=attempt, on_final=hook)
         if hook.retry_in is None:
             return record
@@ -154,7 +154,8 @@ class _RetryHook:
     policy retries the failure, records the step ``pending`` again, in the same transaction,
     and says how long to wait."""
 
-    def __init__(self, policy: RetryPolicy, stop: threading.Event) -> None:
+    def __init__(self, store: MetadataStore, policy: RetryPolicy, stop: threading.Event) -> None:
+        self._store = store
         self._policy = policy
         self._stop = stop
         #: Seconds until the next attempt; None when the record is final.
@@ -162,9 +163,20 @@ class _RetryHook:
 
     def __call__(
         self,
-        tx: RunTransaction,
         record: MaterializationRecord,
         *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        error: BaseException | None,
+    ) -> None:
+        self._store.run_transaction(
+            record.run_id, lambda tx: self._record(tx, record, lineage, audit, error)
+        )
+
+    def _record(
+        self,
+        tx: RunTransaction,
+        record: MaterializationRecord,
         lineage: Sequence[LineageEdge],
         audit: Sequence[AuditEvent],
         error: BaseException | None,

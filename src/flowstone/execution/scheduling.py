@@ -88,6 +88,15 @@ def after_final(
     return Outcome(ready, skipped, close_if_done(tx))
 
 
+def close_if_moving(tx: RunTransaction) -> RunStatus | None:
+    """End the run if it still moves and none of its steps is left to finish: for a step
+    whose outcome was committed without the run's lock (nothing waited on it), the lock is
+    taken only to close the run."""
+    if tx.run_status() not in MOVING:
+        return None
+    return close_if_done(tx)
+
+
 def close_if_done(tx: RunTransaction, run: RunRecord | None = None) -> RunStatus | None:
     """End the run (``run``, when the caller read it already) with its final status when none
     of its steps is left to finish."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from flowstone.asset import AssetDef
@@ -40,6 +41,7 @@ from flowstone.execution.scheduling import (
     Outcome,
     after_final,
     close_if_done,
+    close_if_moving,
     mark_waiting,
 )
 from flowstone.graph import AssetGraph
@@ -56,7 +58,7 @@ from flowstone.records import (
 )
 from flowstone.retry import retry_scheduled_event
 from flowstone.store import MetadataStore
-from flowstone.store.base import RunTransaction
+from flowstone.store.base import RunTransaction, T, owns_step
 
 #: Builds the scope a step runs in: (run id, the run's I/O manager override) -> RunScope.
 ScopeFactory = Callable[[str, str | None], RunScope]
@@ -79,6 +81,28 @@ class StepSessions(Protocol):
         self, run_id: str, asset: str, partition_key: str
     ) -> MaterializationRecord | None:
         """The run's record of (asset, partition), or None."""
+        ...
+
+
+@runtime_checkable
+class AttemptCommits(Protocol):
+    """A store that commits the outcome of a step nothing waits on without the run's lock
+    (:meth:`~flowstone.store.sql.SQLStore.commit_attempt`)."""
+
+    def commit_attempt(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        superseded: Callable[[MaterializationRecord | None], BaseException],
+    ) -> tuple[RunStatus | None, bool]:
+        """Save ``record`` if its attempt owns the step (else raise ``superseded(current)``),
+        commit, then return the run's status and whether a step of it is left."""
+        ...
+
+    def run_transaction(self, run_id: str, work: Callable[[RunTransaction], T]) -> T:
+        """As :meth:`~flowstone.store.MetadataStore.run_transaction`."""
         ...
 
 
@@ -220,6 +244,11 @@ class StepRunner:
         previous = 0 if record.started_at is None else record.attempt
         attempt = max(job.attempt + retries, previous + 1)
         if record.status not in (Status.PENDING, Status.RUNNING):
+            if run_status in MOVING:
+                # A duplicate job, or the retry of a job whose worker died after committing
+                # the step's outcome and before closing the run (a step nothing waits on
+                # commits without the run's lock, see _Finisher): close it if nothing is left.
+                self._store.run_transaction(job.run_id, close_if_moving)
             return f"nothing to do: {job.asset} is already {record.status.value}"
         if record.status == Status.RUNNING and run_status not in MOVING:
             # A dead attempt's step (a cancel leaves running steps alone: check the run). The
@@ -347,7 +376,8 @@ def _malformed_event(args: Mapping[str, Any], error: JobRejectedError) -> AuditE
 
 
 class _Finisher:
-    """Writes a step's final record in its run transaction (a materializer ``FinalHook``)."""
+    """Writes a step's final record (a materializer ``FinalHook``): in a run transaction with
+    what it decides, or, for a success nothing waits on, committed without the run's lock."""
 
     def __init__(self, runner: StepRunner, job: queue.StepJob, queue_name: str) -> None:
         self._runner = runner
@@ -359,36 +389,53 @@ class _Finisher:
 
     def __call__(
         self,
-        tx: RunTransaction,
         record: MaterializationRecord,
         *,
         lineage: Sequence[LineageEdge],
         audit: Sequence[AuditEvent],
         error: BaseException | None,
     ) -> None:
+        store = self._runner._store
+        superseded = partial(_superseded, record)
+        if (
+            record.status == Status.SUCCESS
+            and not self._runner._graph.dependents(record.asset)
+            and isinstance(store, AttemptCommits)
+        ):
+            # Nothing can be waiting on this step: its outcome needs no run lock and commits
+            # in one round trip; only closing the run, when it was the last step, takes it.
+            status, left = store.commit_attempt(
+                record, lineage=lineage, audit=audit, superseded=superseded
+            )
+            if status in MOVING and not left:
+                self.outcome = Outcome(closed=store.run_transaction(record.run_id, close_if_moving))
+            return
+        store.run_transaction(
+            record.run_id,
+            lambda tx: self._record(
+                tx, record, lineage=lineage, audit=audit, error=error, superseded=superseded
+            ),
+        )
+
+    def _record(
+        self,
+        tx: RunTransaction,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        error: BaseException | None,
+        superseded: Callable[[MaterializationRecord | None], BaseException],
+    ) -> None:
+        """Record the outcome under the run's lock, with what it decides: a retry, the steps
+        it makes ready (enqueued in the same transaction), those it skips, the run's end."""
         graph = self._runner._graph
-
-        def superseded(current: MaterializationRecord | None) -> SupersededAttemptError:
-            now = (
-                "gone" if current is None else f"{current.status.value}, attempt {current.attempt}"
-            )
-            return SupersededAttemptError(
-                asset=record.asset,
-                partition_key=record.partition_key,
-                attempt=record.attempt,
-                current=f"the step is now {now}",
-            )
-
-        # A fencing check: only the attempt that still owns the step records it (`pending`
-        # never started: this attempt's `running` write was lost in a database restart).
+        # A fencing check: only the attempt that still owns the step records it.
         if isinstance(tx, AttemptSaves):
             tx.save_attempt(record, lineage=lineage, audit=audit, superseded=superseded)
         else:
             current = tx.find(record.asset, record.partition_key)
-            if current is None or not (
-                (current.status, current.attempt) == (Status.RUNNING, record.attempt)
-                or (current.status == Status.PENDING and current.started_at is None)
-            ):
+            if not owns_step(current, record.attempt):
                 raise superseded(current)
             # The queue acknowledges the job durably right after this commit, which flushes it.
             tx.commit_without_flush()
@@ -417,6 +464,18 @@ class _Finisher:
         ]
         if ready:
             queue.defer_steps(tx.connection, ready, queue=self._queue)
+
+
+def _superseded(
+    record: MaterializationRecord, current: MaterializationRecord | None
+) -> SupersededAttemptError:
+    now = "gone" if current is None else f"{current.status.value}, attempt {current.attempt}"
+    return SupersededAttemptError(
+        asset=record.asset,
+        partition_key=record.partition_key,
+        attempt=record.attempt,
+        current=f"the step is now {now}",
+    )
 
 
 def _running(tx: RunTransaction) -> bool:

@@ -577,6 +577,18 @@ class RunTransaction(Protocol):
         ...
 
 
+def owns_step(current: MaterializationRecord | None, attempt: int) -> bool:
+    """Whether attempt ``attempt`` still owns its step, whose record is now ``current``: it is
+    ``running`` with that attempt number, or ``pending`` and never started (the attempt's
+    ``running`` write was lost in a database restart). Only the owner records an outcome (the
+    fencing rule; PostgreSQL's step sessions check the same condition in SQL)."""
+    if current is None:
+        return False
+    return (current.status, current.attempt) == (Status.RUNNING, attempt) or (
+        current.status == Status.PENDING and current.started_at is None
+    )
+
+
 def check_run_member(run_id: str, record: MaterializationRecord | RunRecord) -> None:
     """Raise :class:`StoreError` unless ``record`` belongs to run ``run_id``."""
     owner = record.id if isinstance(record, RunRecord) else record.run_id

@@ -5,7 +5,7 @@ connection, whose writes are queued and sent with the next read or the COMMIT.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -108,6 +108,28 @@ _SAVE_IF_OWNER = sa.update(materializations).where(
         ),
     ),
 )
+#: A step's final record saved *or the whole transaction refused*: the same fencing
+#: condition as _SAVE_IF_OWNER, made to fail the statement (and so abort the transaction) when
+#: the attempt no longer owns the step, because the COMMIT is sent with it, before its result
+#: is read (see _PgStatements.commit_attempt). Plain SQL has no RAISE: the refusal is a cast
+#: that cannot succeed, whose message says why.
+ATTEMPT_REFUSED = "flowstone: this attempt no longer owns its step"
+_SAVED = (
+    _SAVE_IF_OWNER.values(
+        {name: sa.bindparam(name, type_=materializations.c[name].type) for name in _MAT_SET}
+    )
+    .returning(materializations.c.id)
+    .cte("saved")
+)
+_SAVE_OR_REFUSE = sa.select(
+    sa.cast(
+        sa.case(
+            (sa.func.count() == 1, sa.literal_column("'1'")),
+            else_=sa.literal_column(f"'{ATTEMPT_REFUSED}'"),
+        ),
+        sa.Integer,
+    )
+).select_from(_SAVED)
 _RUN_MATS_ANY = _RUN_MATS.where(
     materializations.c.asset == sa.any_(sa.bindparam("assets", type_=postgresql.ARRAY(sa.Text)))
 )
@@ -140,6 +162,7 @@ class _PgStatements:
         mat_keys = [c.name for c in _MAT_COLUMNS]
         self.upsert_mat = pg(store._upsert_mat, mat_keys)
         self.save_if_owner = pg(_SAVE_IF_OWNER, _MAT_SET)
+        self.save_or_refuse = pg(_SAVE_OR_REFUSE)
         self.upsert_run = pg(store._upsert_run, [c.name for c in _RUN_COLUMNS])
         self.update_run = pg(store._update_run, [c.name for c in _RUN_COLUMNS])
         self.insert_edge = pg(store._insert_edge, [c.name for c in lineage.c if c.name != "id"])
@@ -229,6 +252,57 @@ class _PgStatements:
         conn.read(self.release_step_lock, {"step": lock}, doing="unlock the step")
         conn.step_lock = None
 
+    def commit_attempt(
+        self,
+        conn: PgConnection,
+        record: MaterializationRecord,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        superseded: Callable[[MaterializationRecord | None], BaseException],
+    ) -> tuple[RunStatus | None, bool]:
+        """Save ``record`` (a final record) if its attempt still owns the step, and commit it,
+        without the run's lock; then read the run's status and whether a step is left.
+
+        One round trip: BEGIN, the refusing save, lineage, audit, COMMIT, the read (after the
+        COMMIT, so of the two last steps of a run finishing at once, the later read sees
+        both), and the step lock's release. A refused save fails its statement, so PostgreSQL
+        skips everything after it up to the round trip's end, the COMMIT included; then
+        ``superseded(current record)`` is raised and the session writes nothing more.
+        """
+        if conn.superseded is not None:
+            raise conn.superseded
+        conn.command("BEGIN")
+        conn.queue(self.save_or_refuse, _owner_params(record), doing="save the materialization")
+        if lineage:
+            conn.queue(self.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage")
+        self.queue_audit(conn, audit)
+        conn.command("COMMIT")
+        reads: list[tuple[PgStatement, Mapping[str, Any]]] = [
+            (self.run_status_and_unfinished, {"run_id": record.run_id})
+        ]
+        lock = conn.step_lock
+        unlock = lock is not None and conn.step == (
+            record.run_id,
+            record.asset,
+            record.partition_key,
+        )
+        if unlock:
+            reads.append((self.release_step_lock, {"step": lock}))
+        try:
+            rows = conn.reads(reads, doing="save the materialization")[0]
+        except StoreError as exc:
+            _roll_back(conn)
+            if not _refused(exc.__cause__):
+                raise
+            current = self.find(conn, record.run_id, record.asset, record.partition_key)
+            conn.superseded = error = superseded(current)
+            raise error from None
+        if unlock:
+            conn.step_lock = None
+        (row,) = rows
+        status = row[_STATUS_AT]
+        return (None if status is None else RunStatus(status)), bool(row[0])
+
     def run_transaction(
         self, conn: PgConnection, run_id: str, work: Callable[[RunTransaction], T]
     ) -> T:
@@ -251,6 +325,27 @@ class _PgStatements:
             _roll_back(conn)
             raise
         return result
+
+
+#: Where the run's status is in a row of _RUN_STATUS_AND_UNFINISHED (after "a step left").
+_STATUS_AT = 1 + [c.name for c in _RUN_COLUMNS].index("status")
+
+
+def _owner_params(record: MaterializationRecord) -> dict[str, Any]:
+    """The parameters of _SAVE_IF_OWNER and _SAVE_OR_REFUSE for ``record``."""
+    params = _mat_params(record)
+    params.update({f"owner_{name}": params[name] for name in ("id", *_MAT_FIXED)})
+    params["owner_attempt"] = record.attempt
+    return params
+
+
+def _refused(error: BaseException | None) -> bool:
+    """Whether ``error`` is _SAVE_OR_REFUSE refusing a save."""
+    import psycopg
+
+    return isinstance(error, psycopg.errors.InvalidTextRepresentation) and (
+        ATTEMPT_REFUSED in str(error)
+    )
 
 
 def _send_or_roll_back(conn: PgConnection) -> None:
@@ -395,9 +490,7 @@ class _PgRunTransaction:
         raised, nothing of the transaction is kept, and the step session writes nothing more.
         """
         check_run_member(self._run_id, record)
-        params = _mat_params(record)
-        params.update({f"owner_{name}": params[name] for name in ("id", *_MAT_FIXED)})
-        params["owner_attempt"] = record.attempt
+        params = _owner_params(record)
 
         def check(changed: int) -> None:
             if changed != 1:

@@ -30,7 +30,7 @@ from flowstone.records import (
     Status,
 )
 from flowstone.store import migrate
-from flowstone.store.base import RunTransaction, T
+from flowstone.store.base import RunTransaction, T, owns_step
 from flowstone.store.direct import DirectWriter, prepare
 from flowstone.store.direct_pg import PgSessions
 from flowstone.store.schema import VERSION_TABLE, audit_log, lineage
@@ -218,6 +218,41 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
             if self._dialect == "postgresql":
                 conn.execute(_LOCK_RUN, {"run_id": run_id})
             return work(_SQLRunTransaction(self, conn, run_id))
+
+    @_wraps_errors("save the materialization")
+    def commit_attempt(
+        self,
+        record: MaterializationRecord,
+        *,
+        lineage: Sequence[LineageEdge],
+        audit: Sequence[AuditEvent],
+        superseded: Callable[[MaterializationRecord | None], BaseException],
+    ) -> tuple[RunStatus | None, bool]:
+        """Save ``record``, an attempt's final record, if the attempt still owns its step
+        (:func:`~flowstone.store.base.owns_step`), else raise ``superseded(current record)``;
+        commit without taking the run's lock; then read the run's status and whether any of
+        its steps is left unfinished.
+
+        For a step nothing waits on (a distributed worker's leaf): its outcome needs no lock,
+        only closing the run does, which the caller does in a run transaction when nothing is
+        left. The read comes after the commit, so of two last steps committing at once, the
+        later one's read sees both. In a worker's step session on PostgreSQL it all takes
+        one round trip.
+        """
+        bound = self._pg.bound() if self._pg is not None else None
+        if bound is not None:
+            return self._pgs.commit_attempt(bound, record, lineage, audit, superseded)
+
+        def save(tx: RunTransaction) -> None:
+            current = tx.find(record.asset, record.partition_key)
+            if not owns_step(current, record.attempt):
+                raise superseded(current)
+            tx.save_materialization(record, lineage=lineage, audit=audit)
+
+        self.run_transaction(record.run_id, save)
+        return self.run_transaction(
+            record.run_id, lambda tx: (tx.run_status(), tx.has_unfinished())
+        )
 
     def request_approval(
         self,
