@@ -90,7 +90,7 @@ def write_a_step(store: SQLStore, run_id: str, *, session: bool) -> None:
         store.save_materialization(started)
         store.run_transaction(run_id, final)
         return
-    with store.step_session(run_id, "down", "n:", lock=f"test:{run_id}") as (record, status):
+    with store.step_session(run_id, "down", "n:", lock=f"test:{run_id}") as (record, status, _):
         assert record == down and status == RunStatus.RUNNING
         store.save_materialization(started)
         store.run_transaction(run_id, final)
@@ -115,7 +115,7 @@ def test_both_paths_write_identical_rows(pg: SQLStore) -> None:
     assert len(normalized(direct)["lineage"]) == 1
     assert len(normalized(direct)["audit"]) == 3
     # And they read back the same through either path.
-    with pg.step_session(direct, "down", "n:", lock="test:read") as (record, status):
+    with pg.step_session(direct, "down", "n:", lock="test:read") as (record, status, _):
         assert record == pg.get_materialization(direct[:16] + "d" * 16)
         assert status == RunStatus.SUCCESS
         assert pg.find_in_run(direct, "down", "n:") == record
@@ -140,6 +140,39 @@ def step_locks_held(store: SQLStore) -> int:
         return int(conn.exec_driver_sql(query).scalar_one())
 
 
+def test_a_session_claims_only_a_step_that_never_ran(pg: SQLStore) -> None:
+    from flowstone.store.base import StepClaim
+
+    run = run_record()
+    step = mat("a", run_id=run.id, status=Status.PENDING)
+    pg.create_run(run, [step])
+    claim = StepClaim(
+        attempt=3,
+        started_at=step.created_at + timedelta(seconds=1),
+        code_version="v2",
+        io_manager="files",
+    )
+    with pg.step_session(run.id, "a", "n:", lock="t:a", claim=claim) as (record, status, claimed):
+        assert claimed and status == RunStatus.RUNNING
+        # Written, and visible to others, as the session starts (before the block's end).
+        assert pg.get_materialization(step.id) == record
+    assert record is not None
+    assert (record.status, record.attempt, record.started_at) == (
+        Status.RUNNING,
+        3,
+        claim.started_at,
+    )
+    assert (record.code_version, record.io_manager) == ("v2", "files")
+    # Started once: a later job finds it running (its attempt died, or still runs) and decides.
+    later = replace(claim, attempt=4, started_at=claim.started_at + timedelta(seconds=1))
+    with pg.step_session(run.id, "a", "n:", lock="t:a", claim=later) as (again, _, claimed):
+        assert not claimed and again == record
+    # A step retried after a failure is `pending` again with a start time: not claimed either.
+    pg.save_materialization(replace(record, status=Status.PENDING))
+    with pg.step_session(run.id, "a", "n:", lock="t:a", claim=later) as (again, _, claimed):
+        assert not claimed and again is not None and again.status == Status.PENDING
+
+
 def test_the_step_lock_lets_one_session_in_at_a_time(pg: SQLStore) -> None:
     run = run_record()
     pg.create_run(run, [mat("a", run_id=run.id, status=Status.PENDING)])
@@ -147,7 +180,7 @@ def test_the_step_lock_lets_one_session_in_at_a_time(pg: SQLStore) -> None:
     second_in = threading.Event()
 
     def second() -> None:
-        with pg.step_session(run.id, "a", "n:", lock="flowstone:a:n:") as (record, _):
+        with pg.step_session(run.id, "a", "n:", lock="flowstone:a:n:") as (record, _, _):
             assert record is not None
             inside.append("second")
             second_in.set()
@@ -191,7 +224,7 @@ def test_a_failing_session_closes_its_connection_and_the_lock_with_it(pg: SQLSto
     assert step_locks_held(pg) == 0
     assert pg.get_materialization(clash.id) is None
     # The next session works (on a new connection).
-    with pg.step_session(run.id, "a", "n:", lock="flowstone:a:n:") as (record, status):
+    with pg.step_session(run.id, "a", "n:", lock="flowstone:a:n:") as (record, status, _):
         assert record is not None and record.status == Status.PENDING
         assert status == RunStatus.RUNNING
 

@@ -146,6 +146,7 @@ class Materializer:
         *,
         attempt: int = 1,
         on_final: FinalHook | None = None,
+        started: MaterializationRecord | None = None,
     ) -> MaterializationRecord:
         """Materialize one step; return its final record (``success`` or ``failed``), or
         ``waiting_approval`` when the asset asked for an approval.
@@ -159,26 +160,32 @@ class Materializer:
                 an approval is the attempt after the one that asked).
             on_final: Writes the final record instead of the materializer (the distributed
                 executor enqueues the steps it made ready in the same transaction).
+            started: The step's ``running`` record when the caller saved it already (a
+                distributed worker claims a step that never ran as it locks it, see
+                :class:`~flowstone.store.base.StepClaim`); ``attempt`` is then its attempt.
         """
         asset = step.asset
-        if step.approval is not None:
-            # After the attempt that asked; a retry of the resumed step counts on from there.
-            attempt = max(attempt, step.approval.attempt + 1)
-        started_at = utcnow()
-        record = MaterializationRecord(
-            id=step.materialization_id,
-            run_id=scope.run_id,
-            asset=asset.name,
-            partition_key=step.partition_key,
-            status=Status.RUNNING,
-            attempt=attempt,
-            created_at=step.created_at,
-            started_at=started_at,
-            code_version=asset.code_version,
-            io_manager=scope.io.name_for(asset),
-        )
+        if started is not None:
+            record = started
+            attempt = record.attempt
+        else:
+            if step.approval is not None:
+                # After the attempt that asked; a retry of the resumed step counts on from there.
+                attempt = max(attempt, step.approval.attempt + 1)
+            record = MaterializationRecord(
+                id=step.materialization_id,
+                run_id=scope.run_id,
+                asset=asset.name,
+                partition_key=step.partition_key,
+                status=Status.RUNNING,
+                attempt=attempt,
+                created_at=step.created_at,
+                started_at=utcnow(),
+                code_version=asset.code_version,
+                io_manager=scope.io.name_for(asset),
+            )
+            self._store.save_materialization(record)
         meta = self._event_meta(step, scope.run_id, attempt)
-        self._store.save_materialization(record)
         self._telemetry.emit("materialization.start", meta)
         clock = time.perf_counter()
         try:

@@ -58,12 +58,13 @@ from flowstone.records import (
 )
 from flowstone.retry import retry_scheduled_event
 from flowstone.store import MetadataStore
-from flowstone.store.base import RunTransaction, T, owns_step
+from flowstone.store.base import RunTransaction, StepClaim, T, owns_step
 
 #: Builds the scope a step runs in: (run id, the run's I/O manager override) -> RunScope.
 ScopeFactory = Callable[[str, str | None], RunScope]
-#: A step's record in its run (None if it has none) and the run's status (None if unknown).
-StepState = tuple[MaterializationRecord | None, RunStatus | None]
+#: A step's record in its run (None if it has none), the run's status (None if unknown), and
+#: whether the session claimed the step (made it `running` with the worker's StepClaim).
+StepState = tuple[MaterializationRecord | None, RunStatus | None, bool]
 
 
 @runtime_checkable
@@ -72,9 +73,16 @@ class StepSessions(Protocol):
     does; any other store is read through its ordinary methods)."""
 
     def step_session(
-        self, run_id: str, asset: str, partition_key: str, *, lock: str
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        lock: str,
+        claim: StepClaim | None = None,
     ) -> AbstractContextManager[StepState]:
-        """Hold the step lock ``lock`` for the block; yield the step's record and run status."""
+        """Hold the step lock ``lock`` for the block; claim the step if it never ran (where
+        the store can); yield the step's record, its run's status, and whether it claimed."""
         ...
 
     def find_in_run(
@@ -180,9 +188,21 @@ class StepRunner:
             self._store.append_audit([_malformed_event(args, exc)])
             raise
         asset, partition = self._resolve(job, job_id)
+        scope = self._scope_for(job.run_id, job.io_manager)
+        # A step that never ran starts as the session reads it (no write of its own). Its
+        # start time is taken before the lock, which only waits when another job of the same
+        # (asset, partition) runs: its duration is measured by the materializer, not from it.
+        claim = StepClaim(
+            attempt=job.attempt + retries,
+            started_at=utcnow(),
+            code_version=asset.code_version,
+            io_manager=scope.io.name_for(asset),
+        )
         # The step lock is held from before the record is read until after the final write.
-        with self._session(job.run_id, job.asset, job.partition_key, lock=job.lock) as found:
-            record, run_status = found
+        with self._session(
+            job.run_id, job.asset, job.partition_key, lock=job.lock, claim=claim
+        ) as found:
+            record, run_status, claimed = found
             done = None
             if record is not None:
                 step = Step(
@@ -194,7 +214,12 @@ class StepRunner:
                     deps_in_plan=(),
                 )
                 done = self._execute(
-                    job, step, record, run_status, queue_name=queue_name, retries=retries
+                    job,
+                    step,
+                    scope,
+                    (record, run_status, claimed),
+                    queue_name=queue_name,
+                    retries=retries,
                 )
         if record is None:
             raise self._reject(
@@ -231,14 +256,17 @@ class StepRunner:
         self,
         job: queue.StepJob,
         step: Step,
-        record: MaterializationRecord,
-        run_status: RunStatus | None,
+        scope: RunScope,
+        state: tuple[MaterializationRecord, RunStatus | None, bool],
         *,
         queue_name: str,
         retries: int,
     ) -> str | tuple[MaterializationRecord, _Finisher]:
         """Run the step inside its session: a message when there is nothing to do, else the
         final record and what its final write did."""
+        record, run_status, claimed = state
+        if claimed:
+            return self._materialize(job, step, scope, record, queue_name, started=True)
         # Each start is a new attempt: after one that died (still `running`) or that failed and
         # is retried (`pending` again, with a start time), the next number.
         previous = 0 if record.started_at is None else record.attempt
@@ -256,6 +284,28 @@ class StepRunner:
             return (
                 f"nothing to do: run {job.run_id} is {run_status.value if run_status else 'gone'}"
             )
+        approval = None
+        if record.started_at is not None:
+            # It ran before (approved and handed back, retried, or its worker died): if its
+            # latest request was approved, it runs with that decision and does not ask again.
+            approval = self._approved(record)
+        step = replace(step, approval=approval)
+        return self._materialize(
+            job, step, scope, replace(record, attempt=attempt), queue_name, started=False
+        )
+
+    def _materialize(
+        self,
+        job: queue.StepJob,
+        step: Step,
+        scope: RunScope,
+        record: MaterializationRecord,
+        queue_name: str,
+        *,
+        started: bool,
+    ) -> str | tuple[MaterializationRecord, _Finisher]:
+        """Run the step through the materializer as attempt ``record.attempt``; ``started``:
+        ``record`` is its ``running`` record, saved already (the session claimed the step)."""
         # Dependencies that are steps of this run are read from this run's records (the others
         # from the latest success in the store, as in an in-process run).
         upstream = {}
@@ -264,20 +314,16 @@ class StepRunner:
             found = self._find(job.run_id, *dep)
             if found is not None:
                 upstream[dep] = found
-        approval = None
-        if record.started_at is not None:
-            # It ran before (approved and handed back, retried, or its worker died): if its
-            # latest request was approved, it runs with that decision and does not ask again.
-            approval = self._approved(record)
-        step = replace(step, deps_in_plan=tuple(upstream), approval=approval)
+        step = replace(step, deps_in_plan=tuple(upstream))
         finisher = _Finisher(self, job, queue_name)
         try:
             final = self._materializer.run(
                 step,
-                self._scope_for(job.run_id, job.io_manager),
+                scope,
                 {d: r for d, r in upstream.items() if r.status == Status.SUCCESS},
-                attempt=attempt,
+                attempt=record.attempt,
                 on_final=finisher,
+                started=record if started else None,
             )
         except SupersededAttemptError as exc:
             return str(exc)
@@ -296,12 +342,19 @@ class StepRunner:
 
     @contextmanager
     def _plain_session(
-        self, run_id: str, asset: str, partition_key: str, *, lock: str
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        lock: str,
+        claim: StepClaim | None = None,
     ) -> Iterator[StepState]:
-        # A store without step sessions (the in-memory one, in tests) has no lock to take.
+        # A store without step sessions (the in-memory one, in tests) has no lock to take,
+        # and the materializer writes the `running` record itself.
         record = self._plain_find(run_id, asset, partition_key)
         run = self._store.get_run(run_id) if record is not None else None
-        yield record, (run.status if run is not None else None)
+        yield record, (run.status if run is not None else None), False
 
     def _plain_find(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
         found = self._store.list_materializations(

@@ -12,6 +12,7 @@ events), so a store can make them one transaction and a crash never leaves half 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -575,6 +576,20 @@ class RunTransaction(Protocol):
         commit; nothing elsewhere). Only for a transaction that a durable commit follows at
         once, which flushes it too: a database crash in between loses both, in order."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepClaim:
+    """The ``running`` record a distributed worker writes when it starts a step that never
+    ran, less what the step's record already holds: a store that can writes it in the same
+    round trip as the step lock and the step's read (:meth:`SQLStore.step_session
+    <flowstone.store.sql.SQLStore.step_session>`), so starting a step costs no write of its own.
+    """
+
+    attempt: int
+    started_at: datetime
+    code_version: str | None
+    io_manager: str | None
 
 
 def owns_step(current: MaterializationRecord | None, attempt: int) -> bool:

@@ -21,7 +21,7 @@ from flowstone.records import (
     RunStatus,
     Status,
 )
-from flowstone.store.base import RunTransaction, T, check_run_member
+from flowstone.store.base import RunTransaction, StepClaim, T, check_run_member
 from flowstone.store.direct_pg import PgConnection, PgStatement, compile_pg, positional_dialect
 from flowstone.store.schema import audit_log, lineage, materializations, runs
 from flowstone.store.sql.core import SQLStoreCore
@@ -58,6 +58,25 @@ _STEP_READ = (
         materializations.c.run_id == sa.bindparam("run_id"),
         materializations.c.asset == sa.bindparam("asset"),
         materializations.c.partition_key == sa.bindparam("partition_key"),
+    )
+)
+#: A step that never ran, made ``running`` (see StepClaim); a step in any other state is left
+#: as it is, for the worker to decide from its record.
+_CLAIM = (
+    sa.update(materializations)
+    .where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.asset == sa.bindparam("asset"),
+        materializations.c.partition_key == sa.bindparam("partition_key"),
+        materializations.c.status == Status.PENDING.value,
+        materializations.c.started_at.is_(None),
+    )
+    .values(
+        status=Status.RUNNING.value,
+        **{
+            name: sa.bindparam(f"claim_{name}", type_=materializations.c[name].type)
+            for name in ("attempt", "started_at", "code_version", "io_manager")
+        },
     )
 )
 #: As _HAS_UNFINISHED, with the unfinished statuses as one array parameter (an IN list's
@@ -182,6 +201,7 @@ class _PgStatements:
         self.take_step_lock = pg(_LOCK_STEP)
         self.release_step_lock = pg(_UNLOCK_STEP)
         self.step_read = pg(_STEP_READ)
+        self.claim = pg(_CLAIM)
 
     # --- writes, queued on a connection -------------------------------------------------
     def queue_materialization(
@@ -235,18 +255,43 @@ class _PgStatements:
         return _mat_record(rows[0]) if rows else None
 
     def lock_step(
-        self, conn: PgConnection, lock: str, run_id: str, asset: str, partition_key: str
-    ) -> tuple[MaterializationRecord | None, RunStatus | None]:
-        """Take the step lock (waiting for another worker holding it), then read the step's
-        record and its run's status: one round trip, the read after the wait."""
+        self,
+        conn: PgConnection,
+        lock: str,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        claim: StepClaim | None,
+    ) -> tuple[MaterializationRecord | None, RunStatus | None, bool]:
+        """Take the step lock (waiting for another worker holding it), claim the step if it
+        never ran, then read the step's record and its run's status: one round trip, each
+        statement after the wait, committed together at its end (the claim is visible at
+        once). Returns the record, the run's status, and whether this call claimed it."""
         conn.queue(self.take_step_lock, {"step": lock}, doing="lock the step")
-        params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
-        rows = conn.read(self.step_read, params, doing="read the step")
+        params: dict[str, Any] = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
+        reads: list[tuple[PgStatement, Mapping[str, Any]]] = [(self.step_read, params)]
+        claims: list[bool] = []
+        if claim is not None:
+            claimed = {
+                "attempt": claim.attempt,
+                "started_at": claim.started_at,
+                "code_version": claim.code_version,
+                "io_manager": claim.io_manager,
+            }
+            conn.queue(
+                self.claim,
+                {**params, **{f"claim_{k}": v for k, v in claimed.items()}},
+                doing="start the step",
+                check=lambda changed: claims.append(changed == 1),
+            )
+        (rows,) = conn.reads(reads, doing="read the step")
         conn.step_lock, conn.step = lock, (run_id, asset, partition_key)
         if not rows:
-            return None, None
+            return None, None, False
         run_status = rows[0][len(_MAT_COLUMNS)]
-        return _mat_record(rows[0]), None if run_status is None else RunStatus(run_status)
+        status = None if run_status is None else RunStatus(run_status)
+        return _mat_record(rows[0]), status, claims == [True]
 
     def unlock_step(self, conn: PgConnection, lock: str) -> None:
         conn.read(self.release_step_lock, {"step": lock}, doing="unlock the step")

@@ -30,7 +30,7 @@ from flowstone.records import (
     Status,
 )
 from flowstone.store import migrate
-from flowstone.store.base import RunTransaction, T, owns_step
+from flowstone.store.base import RunTransaction, StepClaim, T, owns_step
 from flowstone.store.direct import DirectWriter, prepare
 from flowstone.store.direct_pg import PgSessions
 from flowstone.store.schema import VERSION_TABLE, audit_log, lineage
@@ -271,8 +271,14 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
     # --- step sessions (distributed workers) ------------------------------------------------
     @contextmanager
     def step_session(
-        self, run_id: str, asset: str, partition_key: str, *, lock: str
-    ) -> Iterator[tuple[MaterializationRecord | None, RunStatus | None]]:
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        lock: str,
+        claim: StepClaim | None = None,
+    ) -> Iterator[tuple[MaterializationRecord | None, RunStatus | None, bool]]:
         """Hold the step lock named ``lock`` for the block, and read the step's record.
 
         For a distributed worker running one step. On PostgreSQL the block gets one connection
@@ -282,19 +288,22 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         (asset, partition) at once, whatever runs they serve; a worker that dies releases it
         with its connection. On SQLite (one machine; no distributed workers) there is no lock.
 
+        With a ``claim``, a step that never ran is made ``running`` with it in the same round
+        trip as the lock and the read (on PostgreSQL; elsewhere nothing is claimed).
+
         Yields:
-            The run's record of the step (None if it has none) and the run's status (None
-            when the record or the run is missing).
+            The run's record of the step (None if it has none), the run's status (None
+            when the record or the run is missing), and whether the step was claimed.
         """
         if self._pg is None:
             found = self.list_materializations(
                 run_id=run_id, asset=asset, partition_key=partition_key, limit=1
             )
             run = self.get_run(run_id) if found else None
-            yield (found[0] if found else None), (run.status if run else None)
+            yield (found[0] if found else None), (run.status if run else None), False
             return
         with self._pg.session() as conn:
-            yield self._pgs.lock_step(conn, lock, run_id, asset, partition_key)
+            yield self._pgs.lock_step(conn, lock, run_id, asset, partition_key, claim=claim)
             # Reached only when the block did not raise (on an error the session closes the
             # connection instead, and the lock ends with it), and when the commit that recorded
             # the step's outcome did not release the lock already.
