@@ -381,6 +381,12 @@ class StoreUnavailableError(StoreError):
     """The metadata store cannot be opened."""
 
 
+class OutcomeCommittedError(StoreError):
+    """A step's outcome was committed, but what the store does right after it failed (reading
+    whether its run is done). The outcome stands: nothing may overwrite it. A distributed
+    worker's job is retried, and the retry finishes what was left (closing the run)."""
+
+
 class SchemaOutdatedError(StoreError):
     """The metadata store's schema is older than this version of FlowStone."""
 

@@ -47,6 +47,7 @@ from flowstone.errors import (
     IOManagerError,
     MaterializationError,
     MissingUpstreamError,
+    OutcomeCommittedError,
     SupersededAttemptError,
 )
 from flowstone.graph import AssetGraph, UpstreamRead
@@ -254,8 +255,8 @@ class Materializer:
         ]
         try:
             self._save_final(done, lineage, [self._audit(done, {})], on_final, None)
-        except SupersededAttemptError:
-            raise  # a newer attempt owns the step: write nothing over it
+        except (SupersededAttemptError, OutcomeCommittedError):
+            raise  # a newer attempt owns the step, or the outcome is saved: write nothing over it
         except Exception as exc:
             # The success could not be recorded: record the failure instead (if that fails
             # too, the store is gone and the error propagates), never leave it `running`.

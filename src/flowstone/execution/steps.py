@@ -327,6 +327,11 @@ class StepRunner:
             )
         except SupersededAttemptError as exc:
             return str(exc)
+        if finisher.close_run:
+            # A StoreError here fails the job, which is retried: the retry finds the step
+            # final and closes the run (see _execute).
+            closed = self._store.run_transaction(job.run_id, close_if_moving)
+            finisher.outcome = Outcome(closed=closed)
         return final, finisher
 
     # --- the job's step --------------------------------------------------------------------
@@ -439,6 +444,9 @@ class _Finisher:
         #: Seconds until the retry, when the retry policy retries the failure.
         self.retry_in: float | None = None
         self.outcome = Outcome()
+        #: The step's outcome was committed without the run's lock and nothing is left: the
+        #: run is to be closed (under its lock).
+        self.close_run = False
 
     def __call__(
         self,
@@ -460,8 +468,9 @@ class _Finisher:
             status, left = store.commit_attempt(
                 record, lineage=lineage, audit=audit, superseded=superseded
             )
-            if status in MOVING and not left:
-                self.outcome = Outcome(closed=store.run_transaction(record.run_id, close_if_moving))
+            # Closed by the runner once the materializer is done: an error closing it must not
+            # look like the step's failure (its success is committed).
+            self.close_run = status in MOVING and not left
             return
         store.run_transaction(
             record.run_id,

@@ -6,10 +6,11 @@ read, the final record, its audit, the run twice, the count of unfinished steps,
 one a checkout from the pool and several hundred microseconds of Python. Here a step keeps one
 connection for its whole duration (a *step session*, bound to the worker's thread) and sends
 what belongs together in one psycopg pipeline: writes are queued and go out with the next read
-or the COMMIT. A write nobody needs to wait for (the step's ``running`` record) is *posted*: sent
-at once, its result read with the next round trip. A step that makes nothing ready costs three
-round trips: the step lock with the step's read, then its final transaction's writes with the
-run's read (the fencing check is the final write's own condition), then the COMMIT.
+or the COMMIT. A write nobody needs to wait for is *posted*: sent at once, its result read with
+the next round trip. A step nothing waits on (an asset without dependents) costs two round
+trips: the step lock, the claim that makes a never-started step ``running`` and the step's read;
+then its outcome's transaction committed with the read of what is left in its run
+(``SQLStore.commit_attempt``; the fencing check is the final write's own condition).
 
 The statements are still the Core statements of :mod:`flowstone.store.sql` (the one place SQL is
 written; the step session's own are in :mod:`flowstone.store.sql.step_sessions`), compiled once

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from flowstone.errors import StoreError, StoreUnavailableError
+from flowstone.errors import OutcomeCommittedError, StoreError, StoreUnavailableError
 from flowstone.records import (
     AuditEvent,
     LineageEdge,
@@ -37,7 +37,13 @@ from flowstone.store.sql.rows import (
     _run_params,
     _run_record,
 )
-from flowstone.store.sql.transaction import _FIND_IN_RUN, _LOCK_RUN, _RUN_MATS, _UNFINISHED
+from flowstone.store.sql.transaction import (
+    _FIND_IN_RUN,
+    _LOCK_RUN,
+    _LOCK_RUN_SHARED,
+    _RUN_MATS,
+    _UNFINISHED,
+)
 
 # --- the direct PostgreSQL path of a worker's step (see flowstone.store.direct_pg) ----------
 
@@ -198,6 +204,7 @@ class _PgStatements:
         self.run_and_unfinished = pg(_RUN_AND_UNFINISHED)
         self.run_status_and_unfinished = pg(_RUN_STATUS_AND_UNFINISHED)
         self.lock_run = pg(_LOCK_RUN)
+        self.lock_run_shared = pg(_LOCK_RUN_SHARED)
         self.take_step_lock = pg(_LOCK_STEP)
         self.release_step_lock = pg(_UNLOCK_STEP)
         self.step_read = pg(_STEP_READ)
@@ -308,11 +315,15 @@ class _PgStatements:
         """Save ``record`` (a final record) if its attempt still owns the step, and commit it,
         without the run's lock; then read the run's status and whether a step is left.
 
-        One round trip: BEGIN, the refusing save, lineage, audit, COMMIT, the read (after the
-        COMMIT, so of the two last steps of a run finishing at once, the later read sees
-        both), and the step lock's release. A refused save fails its statement, so PostgreSQL
-        skips everything after it up to the round trip's end, the COMMIT included; then
-        ``superseded(current record)`` is raised and the session writes nothing more.
+        One round trip: BEGIN, the refusing save, lineage, audit, COMMIT; then the run's lock
+        in shared mode and the read, and the step lock's release. The read comes after the
+        COMMIT, so of two leaves finishing at once the later read sees both; the shared lock
+        makes it wait for a run transaction in progress (another step's outcome, recorded
+        under the run's lock, that read this one as unfinished), so that one is seen too,
+        while leaves never wait for each other. A refused save fails its statement, so
+        PostgreSQL skips everything after it up to the round trip's end, the COMMIT
+        included; then ``superseded(current record)`` is raised and the session writes
+        nothing more. An error after the COMMIT raises :class:`OutcomeCommittedError`.
         """
         if conn.superseded is not None:
             raise conn.superseded
@@ -322,6 +333,8 @@ class _PgStatements:
             conn.queue(self.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage")
         self.queue_audit(conn, audit)
         conn.command("COMMIT")
+        # Its own statement, before the read: a statement's snapshot is taken before it runs.
+        conn.queue(self.lock_run_shared, {"run_id": record.run_id}, doing="lock the run")
         reads: list[tuple[PgStatement, Mapping[str, Any]]] = [
             (self.run_status_and_unfinished, {"run_id": record.run_id})
         ]
@@ -336,7 +349,22 @@ class _PgStatements:
         try:
             rows = conn.reads(reads, doing="save the materialization")[0]
         except StoreError as exc:
+            import psycopg
+
+            # The explicit transaction failed (INERROR), or the statements after its COMMIT
+            # did, in a transaction of their own that the round trip's end rolled back (IDLE).
+            driver = conn.driver
+            committed = (
+                not driver.closed
+                and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            )
             _roll_back(conn)
+            if committed:
+                raise OutcomeCommittedError(
+                    f"The outcome of {record.asset!r} {record.partition_key!r} (attempt "
+                    f"{record.attempt}) is saved, but reading whether its run is done failed: "
+                    f"{exc}"
+                ) from exc
             if not _refused(exc.__cause__):
                 raise
             current = self.find(conn, record.run_id, record.asset, record.partition_key)

@@ -42,6 +42,13 @@ _LOCK_RUN = sa.select(
         sa.literal(RUN_LOCK_NAMESPACE, sa.Integer), sa.func.hashtext(sa.bindparam("run_id"))
     )
 )
+#: The run's lock in shared mode: waits for a run transaction in progress, not for other
+#: holders of the shared lock.
+_LOCK_RUN_SHARED = sa.select(
+    sa.func.pg_advisory_xact_lock_shared(
+        sa.literal(RUN_LOCK_NAMESPACE, sa.Integer), sa.func.hashtext(sa.bindparam("run_id"))
+    )
+)
 _RUN_MATS = (
     sa.select(*_MAT_COLUMNS)
     .where(materializations.c.run_id == sa.bindparam("run_id"))
