@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 import flowstone as fs
-from flowstone.records import RunStatus, Status
+from flowstone.records import RunStatus, Status, run_event
 from flowstone.schedule_records import TickKind, TickStatus
 from flowstone.scheduler import Scheduler
-from flowstone.scheduler.launch import new_launch, run_started
+from flowstone.scheduler.launch import new_launch
 from flowstone.telemetry import TelemetryEvent
 from test_store_contract import POSTGRES_URL, postgres_schema
 
@@ -427,7 +427,7 @@ def test_a_run_recorded_before_a_crash_is_launched_once_by_another_scheduler(
         run_ids=(launch.run.id,),
         recorded_at=T0 + timedelta(hours=6),
     )
-    assert crashed.store.create_schedule_tick(tick, launch, [run_started(launch.run)])
+    assert crashed.store.create_schedule_tick(tick, launch, [run_event("run.started", launch.run)])
     crashed.close()
 
     survivors = [make_pipeline(sqlite_url) for _ in range(2)]

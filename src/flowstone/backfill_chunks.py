@@ -40,6 +40,7 @@ from flowstone.records import (
     RunResult,
     RunStatus,
     Status,
+    run_event,
     utcnow,
 )
 from flowstone.store import MetadataStore
@@ -252,14 +253,7 @@ def new_run(
         created_at=plan.created_at,
         tags={**(tags or {}), "backfill": backfill_id},
     )
-    started = AuditEvent(
-        action="run.started",
-        resource_type="run",
-        resource_id=run.id,
-        details={"targets": list(run.targets), "backfill_id": backfill_id},
-        correlation_id=run.id,
-    )
-    return run, started
+    return run, run_event("run.started", run, backfill_id=backfill_id)
 
 
 def _waiting_rows(store: MetadataStore, previous: Mapping[int, BackfillPartition]) -> set[int]:

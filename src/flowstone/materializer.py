@@ -59,6 +59,7 @@ from flowstone.records import (
     LineageEdge,
     MaterializationRecord,
     Status,
+    materialization_event,
     utcnow,
 )
 from flowstone.resources import ResourceScope
@@ -501,18 +502,7 @@ class Materializer:
 
     @staticmethod
     def _audit(record: MaterializationRecord, details: Mapping[str, Any]) -> AuditEvent:
-        return AuditEvent(
-            action=f"materialization.{record.status.value}",
-            resource_type="asset",
-            resource_id=record.asset,
-            details={
-                "materialization_id": record.id,
-                "partition_key": record.partition_key,
-                "attempt": record.attempt,
-                **details,
-            },
-            correlation_id=record.run_id,
-        )
+        return materialization_event(f"materialization.{record.status.value}", record, **details)
 
     @staticmethod
     def _event_meta(step: Step, run_id: str, attempt: int) -> dict[str, Any]:

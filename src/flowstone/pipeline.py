@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from flowstone.pipeline_approvals import PipelineApprovals
 from flowstone.pipeline_backfills import PipelineBackfills
 from flowstone.pipeline_core import EXECUTOR_ENV, QUEUE_ENV
-from flowstone.pipeline_materialize import run_status
 from flowstone.pipeline_reads import PipelineReads
 from flowstone.pipeline_runs import PipelineRuns
 from flowstone.pipeline_schedules import PipelineSchedules
+from flowstone.records import run_status
 
 # The constants and `run_status` stay importable from here, where they were defined first.
 __all__ = ["EXECUTOR_ENV", "QUEUE_ENV", "Pipeline", "run_status"]

@@ -4,7 +4,7 @@ decisions)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -17,12 +17,12 @@ from flowstone.partitions import Partition
 from flowstone.pipeline_core import PipelineCore
 from flowstone.planner import RunPlan, plan_run
 from flowstone.records import (
-    AuditEvent,
     MaterializationRecord,
     RunRecord,
     RunResult,
     RunStatus,
-    Status,
+    run_event,
+    run_status,
     utcnow,
 )
 from flowstone.resources import ResourceScope
@@ -124,7 +124,7 @@ class PipelineMaterialize(PipelineCore):
         self.store.create_run(
             run,
             [step.pending_record(plan.run_id) for step in plan.steps],
-            [_run_event("run.started", run)],
+            [run_event("run.started", run)],
         )
         return run
 
@@ -172,7 +172,7 @@ class PipelineMaterialize(PipelineCore):
                 status=status,
                 completed_at=None if status == RunStatus.WAITING_APPROVAL else utcnow(),
             )
-            self.store.update_run(finished, [_run_event(f"run.{status.value}", finished)])
+            self.store.update_run(finished, [run_event(f"run.{status.value}", finished)])
             self._telemetry.emit("run.stop", {**meta, "status": status.value})
         result = RunResult(
             run_id=run.id,
@@ -213,24 +213,3 @@ class PipelineMaterialize(PipelineCore):
             None,
         )
         return self._execute(plan, run, io_manager=override, prior=prior, continue_decided=False)
-
-
-def run_status(records: Iterable[MaterializationRecord]) -> RunStatus:
-    """A run's status from its materializations: waiting while any waits for approval, else
-    failed when any failed or was skipped, else success."""
-    statuses = {r.status for r in records}
-    if Status.WAITING_APPROVAL in statuses:
-        return RunStatus.WAITING_APPROVAL
-    if statuses <= {Status.SUCCESS}:
-        return RunStatus.SUCCESS
-    return RunStatus.FAILED
-
-
-def _run_event(action: str, run: RunRecord) -> AuditEvent:
-    return AuditEvent(
-        action=action,
-        resource_type="run",
-        resource_id=run.id,
-        details={"targets": list(run.targets), "partition_key": run.partition_key},
-        correlation_id=run.id,
-    )

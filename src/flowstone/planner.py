@@ -15,7 +15,7 @@ from datetime import datetime
 from flowstone.asset import AssetDef
 from flowstone.checkpoints import ApprovalRecord
 from flowstone.errors import PartitionError
-from flowstone.graph import AssetGraph
+from flowstone.graph import AssetGraph, UpstreamRead
 from flowstone.partitions import (
     Partition,
     encode_partition,
@@ -115,9 +115,12 @@ def step_deps(
     """The (asset, encoded partition) of every upstream partition ``asset`` reads for
     ``partition``, through its partition mappings (:meth:`AssetGraph.reads`; ``as_of``: the
     run's creation time)."""
+    return list(_read_keys(graph.reads(asset, partition, as_of=as_of)))
+
+
+def _read_keys(reads: Iterable[UpstreamRead]) -> tuple[StepKey, ...]:
     # dict.fromkeys: two parameters may read the same upstream partition.
-    reads = graph.reads(asset, partition, as_of=as_of)
-    return list(dict.fromkeys((read.dep, key) for read in reads for key in read.keys))
+    return tuple(dict.fromkeys((read.dep, key) for read in reads for key in read.keys))
 
 
 def deps_in(
@@ -173,6 +176,8 @@ def plan_run(
     created_at = utcnow()
     # (asset, key) -> (partition, group): the group is the requested partition it serves first.
     wanted: dict[StepKey, tuple[Partition, int]] = {}
+    # (asset, key) -> every upstream partition it reads (computed once, by _derive).
+    reads: dict[StepKey, tuple[StepKey, ...]] = {}
     for group, partition in enumerate(partitions):
         seeds = [
             (name, encode_partition(value), value) for name, value in _seeds(assets, partition)
@@ -187,6 +192,7 @@ def plan_run(
             new=new,
             group=group,
             wanted=wanted,
+            reads=reads,
             as_of=created_at,
         )
     planned = {name for name, _ in wanted}
@@ -203,7 +209,7 @@ def plan_run(
             partition_key=key[1],
             materialization_id=new_id(),
             created_at=created_at,
-            deps_in_plan=deps_in(graph, key[0], value, present, as_of=created_at),
+            deps_in_plan=tuple(k for k in reads[key] if k in present),
         )
         for key, (value, _group) in wanted.items()
     }
@@ -243,13 +249,16 @@ def _derive(
     new: list[StepKey],
     group: int,
     wanted: dict[StepKey, tuple[Partition, int]],
+    reads: dict[StepKey, tuple[StepKey, ...]],
     as_of: datetime,
 ) -> None:
     """Add the upstream partitions that ``new`` steps (of ``group``) read, for the selected
     upstream assets, visiting assets downstream first so an added step's own upstream is added
     in turn. A seed (a step that took the requested partition itself) reads only its seeded
     upstream assets' requested partition, the rest from the store: a rolling window re-runs
-    today, not the days before. A step added here reads everything it needs from the run."""
+    today, not the days before. A step added here reads everything it needs from the run.
+    Records in ``reads`` every upstream partition each visited step reads (``deps_in``'s
+    input: the plan's dependencies are those of them that are steps)."""
     seeded_assets = {name for name, _ in seeds}
     by_asset: dict[str, list[StepKey]] = {}
     for key in new:
@@ -257,7 +266,9 @@ def _derive(
     for name in reversed(graph.topological_order()):
         for key in by_asset.get(name, ()):
             value = wanted[key][0]
-            for read in graph.reads(name, value, as_of=as_of):
+            found = graph.reads(name, value, as_of=as_of)
+            reads[key] = _read_keys(found)
+            for read in found:
                 if read.dep not in selected:
                     continue
                 if key in seeds and read.dep in seeded_assets:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -218,3 +218,46 @@ class RunResult:
             [r.asset for r in failed] or [r.asset for r in self.skipped],
             None if first is None else f"{first.asset}: {first.error_type}: {first.error_message}",
         )
+
+
+# --- the shapes of the audit log's run and materialization events, and of a run's status ------
+def run_event(action: str, run: RunRecord, **details: object) -> AuditEvent:
+    """An audit event about ``run`` (``run.started``, ``run.success``...): its targets and
+    partition, with ``details``."""
+    return AuditEvent(
+        action=action,
+        resource_type="run",
+        resource_id=run.id,
+        details={"targets": list(run.targets), "partition_key": run.partition_key, **details},
+        correlation_id=run.id,
+    )
+
+
+def materialization_event(
+    action: str, record: MaterializationRecord, **details: object
+) -> AuditEvent:
+    """An audit event about one materialization (``materialization.success``...): its id,
+    partition and attempt, with ``details``."""
+    return AuditEvent(
+        action=action,
+        resource_type="asset",
+        resource_id=record.asset,
+        details={
+            "materialization_id": record.id,
+            "partition_key": record.partition_key,
+            "attempt": record.attempt,
+            **details,
+        },
+        correlation_id=record.run_id,
+    )
+
+
+def run_status(records: Iterable[MaterializationRecord]) -> RunStatus:
+    """A finished run's status from its materializations: waiting while any waits for
+    approval, else failed when any failed or was skipped, else success."""
+    statuses = {r.status for r in records}
+    if Status.WAITING_APPROVAL in statuses:
+        return RunStatus.WAITING_APPROVAL
+    if statuses <= {Status.SUCCESS}:
+        return RunStatus.SUCCESS
+    return RunStatus.FAILED

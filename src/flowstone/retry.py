@@ -15,11 +15,12 @@ a lower bound that many failing workers do not all hit at the same instant.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from flowstone.errors import AssetExecutionError, DefinitionError
-from flowstone.records import AuditEvent, MaterializationRecord
+from flowstone.records import AuditEvent, MaterializationRecord, Status, materialization_event
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,19 +104,12 @@ class RetryPolicy:
 
 def retry_scheduled_event(record: MaterializationRecord, delay_s: float) -> AuditEvent:
     """The audit event of a failed attempt that will be tried again in ``delay_s`` seconds."""
-    return AuditEvent(
-        action="materialization.retry_scheduled",
-        resource_type="asset",
-        resource_id=record.asset,
-        details={
-            "materialization_id": record.id,
-            "partition_key": record.partition_key,
-            "attempt": record.attempt,
-            "next_attempt": record.attempt + 1,
-            "delay_s": round(delay_s, 3),
-            "error_type": record.error_type,
-        },
-        correlation_id=record.run_id,
+    return materialization_event(
+        "materialization.retry_scheduled",
+        record,
+        next_attempt=record.attempt + 1,
+        delay_s=round(delay_s, 3),
+        error_type=record.error_type,
     )
 
 
@@ -128,3 +122,37 @@ def _exception_types(value: object) -> tuple[type[BaseException], ...] | None:
     if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
         return None
     return types
+
+
+class _Saves(Protocol):
+    """Where a step's records are written (a run transaction)."""
+
+    def save_materialization(
+        self, record: MaterializationRecord, *, audit: Sequence[AuditEvent] = ()
+    ) -> None: ...
+
+
+def schedule_retry(
+    tx: _Saves,
+    policy: RetryPolicy | None,
+    failed: MaterializationRecord,
+    error: BaseException | None,
+    *,
+    allowed: Callable[[], bool] = lambda: True,
+) -> float | None:
+    """Apply ``policy`` to ``failed``, an attempt's final record just saved through ``tx``:
+    if it retries ``error`` (and ``allowed()``, asked last), record the step ``pending`` again
+    with its ``retry_scheduled`` event and return the wait in seconds; else None (the record
+    is the step's outcome). Both executors decide a retry here."""
+    if (
+        error is None
+        or failed.status != Status.FAILED
+        or policy is None
+        or not policy.should_retry(error, failed.attempt)
+        or not allowed()
+    ):
+        return None
+    delay = policy.delay(failed.attempt)
+    waiting = replace(failed, status=Status.PENDING, completed_at=None)
+    tx.save_materialization(waiting, audit=[retry_scheduled_event(failed, delay)])
+    return delay

@@ -338,7 +338,7 @@ class _Progress:
         meta = event.metadata
         asset = str(meta.get("asset", "?"))
         key = meta.get("partition")
-        if isinstance(key, str) and key not in (self._shown_key, "n:"):
+        if isinstance(key, str) and key not in (self._shown_key, output.UNPARTITIONED):
             asset += f" [{output.human_partition(key)}]"
         asset = asset.ljust(self._width)
         if event.name == "materialization.stop":

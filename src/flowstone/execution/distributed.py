@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from flowstone.asset import AssetDef
 from flowstone.checkpoints import ApprovalStatus, audit_event
 from flowstone.errors import DistributedSetupError, UnknownRunError
-from flowstone.execution.scheduling import MOVING, Continuation, continue_decided, run_event
+from flowstone.execution.scheduling import MOVING, Continuation, continue_decided
 from flowstone.graph import AssetGraph
 from flowstone.io import MemoryIOManager
 from flowstone.materializer import IOSelection, Materializer, RunScope
@@ -36,6 +36,8 @@ from flowstone.records import (
     RunResult,
     RunStatus,
     Status,
+    materialization_event,
+    run_event,
     utcnow,
 )
 from flowstone.store import MetadataStore
@@ -193,7 +195,10 @@ class DistributedExecutor:
                     error_type="RunCancelled",
                     error_message=message,
                 )
-                tx.save_materialization(cancelled, audit=[_cancel_event(cancelled, actor)])
+                event = materialization_event("materialization.cancelled", cancelled)
+                tx.save_materialization(
+                    cancelled, audit=[replace(event, actor=actor, actor_type="user")]
+                )
             finished = replace(run, status=RunStatus.CANCELLED, completed_at=now)
             event = replace(run_event("run.cancelled", finished), actor=actor, actor_type="user")
             tx.update_run(finished, [event])
@@ -560,15 +565,3 @@ def check_shared_io(assets: Iterable[AssetDef], io: IOSelection) -> None:
             "pipeline a shared I/O manager (filesystem on a shared volume, object storage, "
             "PostgreSQL tables) as its default_io_manager."
         )
-
-
-def _cancel_event(record: MaterializationRecord, actor: str) -> AuditEvent:
-    return AuditEvent(
-        action="materialization.cancelled",
-        resource_type="asset",
-        resource_id=record.asset,
-        actor=actor,
-        actor_type="user",
-        details={"materialization_id": record.id, "partition_key": record.partition_key},
-        correlation_id=record.run_id,
-    )

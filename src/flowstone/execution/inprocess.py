@@ -7,12 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures as cf
-from dataclasses import replace
 
 from flowstone.materializer import Materializer, RunScope
 from flowstone.planner import RunPlan, Step, StepKey
 from flowstone.records import AuditEvent, LineageEdge, MaterializationRecord, Status
-from flowstone.retry import RetryPolicy, retry_scheduled_event
+from flowstone.retry import RetryPolicy, schedule_retry
 from flowstone.store.base import MetadataStore, RunTransaction
 
 #: Per-run hook called with each final record, in completion order.
@@ -182,15 +181,9 @@ class _RetryHook:
         error: BaseException | None,
     ) -> None:
         tx.save_materialization(record, lineage=lineage, audit=audit)
-        if (
-            error is not None
-            and record.status == Status.FAILED
-            and not self._stop.is_set()
-            and self._policy.should_retry(error, record.attempt)
-        ):
-            self.retry_in = self._policy.delay(record.attempt)
-            waiting = replace(record, status=Status.PENDING, completed_at=None)
-            tx.save_materialization(waiting, audit=[retry_scheduled_event(record, self.retry_in)])
+        self.retry_in = schedule_retry(
+            tx, self._policy, record, error, allowed=lambda: not self._stop.is_set()
+        )
 
 
 class _Progress:

@@ -15,7 +15,7 @@ them, so a worker needs nothing but its own pipeline and the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
@@ -24,11 +24,13 @@ from flowstone.materializer import Materializer
 from flowstone.partitions import Partition, decode_partition, encode_partition
 from flowstone.planner import Step, step_deps
 from flowstone.records import (
-    AuditEvent,
     MaterializationRecord,
     RunRecord,
     RunStatus,
     Status,
+    materialization_event,
+    run_event,
+    run_status,
     utcnow,
 )
 from flowstone.store.base import RunTransaction
@@ -105,7 +107,7 @@ def close_if_done(tx: RunTransaction, run: RunRecord | None = None) -> RunStatus
     run = run or tx.get_run()
     if run is None:
         return None
-    status = final_status(tx.materializations())
+    status = run_status(tx.materializations())
     finished = replace(
         run,
         status=status,
@@ -113,27 +115,6 @@ def close_if_done(tx: RunTransaction, run: RunRecord | None = None) -> RunStatus
     )
     tx.update_run(finished, [run_event(f"run.{status.value}", finished)])
     return status
-
-
-def final_status(records: Iterable[MaterializationRecord]) -> RunStatus:
-    """A run's status from its final records (the rule of ``flowstone.pipeline.run_status``)."""
-    statuses = {r.status for r in records}
-    if Status.WAITING_APPROVAL in statuses:
-        return RunStatus.WAITING_APPROVAL
-    if statuses <= {Status.SUCCESS}:
-        return RunStatus.SUCCESS
-    return RunStatus.FAILED
-
-
-def run_event(action: str, run: RunRecord, **details: object) -> AuditEvent:
-    """An audit event about a run, shaped as the pipeline's own run events."""
-    return AuditEvent(
-        action=action,
-        resource_type="run",
-        resource_id=run.id,
-        details={"targets": list(run.targets), "partition_key": run.partition_key, **details},
-        correlation_id=run.id,
-    )
 
 
 def _ready_children(
@@ -256,7 +237,17 @@ def continue_decided(
             continue
         if record.status == Status.WAITING_APPROVAL and approval.status == ApprovalStatus.APPROVED:
             again = replace(record, status=Status.PENDING, completed_at=None)
-            tx.save_materialization(again, audit=[_resumed_event(again, approval)])
+            tx.save_materialization(
+                again,
+                audit=[
+                    materialization_event(
+                        "materialization.resumed",
+                        again,
+                        approval_id=approval.id,
+                        next_attempt=again.attempt + 1,
+                    )
+                ],
+            )
             ready.append(again)
         elif record.status == Status.FAILED:
             skipped += skip_below(tx, graph, materializer, record)
@@ -269,18 +260,3 @@ def continue_decided(
         elif close_if_done(tx, run) is not None:
             run = tx.get_run()
     return Continuation(run, tuple(ready), tuple(skipped))
-
-
-def _resumed_event(record: MaterializationRecord, approval: ApprovalRecord) -> AuditEvent:
-    return AuditEvent(
-        action="materialization.resumed",
-        resource_type="asset",
-        resource_id=record.asset,
-        details={
-            "materialization_id": record.id,
-            "partition_key": record.partition_key,
-            "approval_id": approval.id,
-            "next_attempt": record.attempt + 1,
-        },
-        correlation_id=record.run_id,
-    )

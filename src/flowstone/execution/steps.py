@@ -56,7 +56,7 @@ from flowstone.records import (
     Status,
     utcnow,
 )
-from flowstone.retry import retry_scheduled_event
+from flowstone.retry import schedule_retry
 from flowstone.store import MetadataStore
 from flowstone.store.base import RunTransaction, StepClaim, T, owns_step
 
@@ -502,17 +502,11 @@ class _Finisher:
             # The queue acknowledges the job durably right after this commit, which flushes it.
             tx.commit_without_flush()
             tx.save_materialization(record, lineage=lineage, audit=audit)
-        policy = graph.get(record.asset).retry
-        if (
-            error is not None
-            and record.status == Status.FAILED
-            and policy is not None
-            and policy.should_retry(error, record.attempt)
-            and _running(tx)
-        ):
-            self.retry_in = policy.delay(record.attempt)
-            waiting = replace(record, status=Status.PENDING, completed_at=None)
-            tx.save_materialization(waiting, audit=[retry_scheduled_event(record, self.retry_in)])
+        # The run's status is read only when the policy retries (a cancelled run is not).
+        self.retry_in = schedule_retry(
+            tx, graph.get(record.asset).retry, record, error, allowed=lambda: _running(tx)
+        )
+        if self.retry_in is not None:
             return
         self.outcome = after_final(tx, graph, self._runner._materializer, record)
         ready = [

@@ -39,12 +39,13 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 
 from flowstone.errors import DefinitionError, PartitionError
 from flowstone.partitions.definitions import MultiPartitions, PartitionsDefinition
-from flowstone.partitions.encoding import Partition, encode_partition, partition_repr
+from flowstone.partitions.encoding import Partition, partition_repr
 from flowstone.partitions.time_window import (
     HourlyPartitions,
     MonthlyPartitions,
@@ -480,14 +481,14 @@ class DimensionMapping(PartitionMapping):
             assert isinstance(partition, tuple)
             return (partition[downstream.dimension_names.index(self._dimension)],)
         assert isinstance(upstream, MultiPartitions)
-        at = upstream.dimension_names.index(self._dimension)
-        # Compared encoded: two hourly keys of a repeated (DST) hour are == as datetimes.
-        wanted = encode_partition(upstream.dimensions[self._dimension].validate(partition))
-        return tuple(
-            key
-            for key in upstream
-            if isinstance(key, tuple) and encode_partition(key[at]) == wanted
-        )
+        # The grid's keys with this value in the shared dimension, in the grid's order: the
+        # product of the other dimensions' keys around it (no scan of the whole grid).
+        value = upstream.dimensions[self._dimension].validate(partition)
+        axes = [
+            (value,) if name == self._dimension else tuple(upstream.dimensions[name])
+            for name in upstream.dimension_names
+        ]
+        return tuple(itertools.product(*axes))
 
     def downstream_partitions(
         self,

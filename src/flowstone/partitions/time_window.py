@@ -249,15 +249,12 @@ class TimeWindowPartitions(PartitionsDefinition):
     def position_at(self, instant: datetime) -> int:
         """Return the grid position of the window holding the aware ``instant``; it may be
         outside ``0 .. len - 1`` (before the start, or past the last complete window)."""
-        return self._position_at(instant)
+        # The window holding an instant is at the position of the count complete before it.
+        return self._count_as_of(instant)
 
     @abstractmethod
     def _start_instant(self, position: int) -> datetime:
         """Return the UTC instant the window at grid ``position`` starts."""
-
-    @abstractmethod
-    def _position_at(self, instant: datetime) -> int:
-        """Return the grid position of the window holding ``instant``."""
 
     def parse(self, text: str) -> Partition:
         """Parse the human form (see each class) or a tagged key, then validate it."""
@@ -444,9 +441,6 @@ class HourlyPartitions(TimeWindowPartitions):
     def _start_instant(self, position: int) -> datetime:
         return self._start_utc + position * _HOUR
 
-    def _position_at(self, instant: datetime) -> int:
-        return (instant.astimezone(UTC) - self._start_utc) // _HOUR
-
     def _parse_human(self, text: str) -> datetime | None:
         parsed = _parse_datetime(text)
         if parsed is None or parsed.utcoffset() is not None:
@@ -559,9 +553,6 @@ class _CalendarPartitions(TimeWindowPartitions):
         # Through UTC, a local midnight that daylight saving skips becomes the day's first
         # instant, so consecutive windows always meet.
         return datetime.combine(self._key(position), time(), tzinfo=self._zone).astimezone(UTC)
-
-    def _position_at(self, instant: datetime) -> int:
-        return self._locate(self._floor(instant.astimezone(self._zone).date()))[0]
 
     def _parse_human(self, text: str) -> date | None:
         if self._allow_month_text:

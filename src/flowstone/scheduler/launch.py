@@ -24,14 +24,22 @@ from datetime import UTC, datetime, timedelta
 from flowstone.execution.distributed import DistributedExecutor
 from flowstone.partitions import Partition, decode_partition
 from flowstone.pipeline import Pipeline
-from flowstone.planner import RunPlan, Step, StepKey, dependencies_first, deps_in, plan_run
+from flowstone.planner import (
+    UNPARTITIONED_KEY,
+    RunPlan,
+    Step,
+    StepKey,
+    dependencies_first,
+    deps_in,
+    plan_run,
+)
 from flowstone.records import (
-    AuditEvent,
     MaterializationRecord,
     RunRecord,
     RunResult,
     RunStatus,
     Status,
+    run_event,
 )
 from flowstone.schedule_records import TickLaunch, TickRun
 
@@ -86,17 +94,6 @@ def new_launch(
     return TickLaunch(run=run, materializations=pending, run_key=run_key), plan
 
 
-def run_started(run: RunRecord) -> AuditEvent:
-    """The audit event every new run gets (as ``Pipeline`` writes it)."""
-    return AuditEvent(
-        action="run.started",
-        resource_type="run",
-        resource_id=run.id,
-        details={"targets": list(run.targets), "partition_key": run.partition_key},
-        correlation_id=run.id,
-    )
-
-
 def plan_from_pending(
     pipeline: Pipeline, run: RunRecord, pending: Sequence[MaterializationRecord]
 ) -> RunPlan | str:
@@ -122,7 +119,7 @@ def plan_from_pending(
             deps_in_plan=deps,
         )
     # Dependencies first (the planner's order): unpartitioned assets, then by topology.
-    ranked = dependencies_first(steps, lambda key: (0, key[1] != "n:", order[key[0]]))
+    ranked = dependencies_first(steps, lambda key: (0, key[1] != UNPARTITIONED_KEY, order[key[0]]))
     return RunPlan(
         run_id=run.id,
         targets=run.targets,
@@ -223,12 +220,5 @@ class Launcher:
                 )
             )
         failed = replace(run, status=RunStatus.FAILED, completed_at=now)
-        event = AuditEvent(
-            action="run.failed",
-            resource_type="run",
-            resource_id=run.id,
-            details={"reason": reason},
-            correlation_id=run.id,
-        )
-        store.update_run(failed, [event])
+        store.update_run(failed, [run_event("run.failed", failed, reason=reason)])
         log.error("Run %s of %s %r %s", run.id, orphan.kind.value, orphan.name, reason)

@@ -20,9 +20,9 @@ from flowstone.errors import FlowStoneError
 from flowstone.partitions import Partition
 from flowstone.pipeline import Pipeline
 from flowstone.planner import RunPlan
-from flowstone.records import AuditEvent, RunResult
+from flowstone.records import AuditEvent, RunResult, run_event
 from flowstone.schedule_records import ScheduleRecord, TickKind, TickLaunch, TickRecord, TickStatus
-from flowstone.scheduler.launch import Launcher, new_launch, run_started
+from flowstone.scheduler.launch import Launcher, new_launch
 from flowstone.schedules import (
     BUILTIN_PARTITIONS,
     CODE_PARTITION,
@@ -145,7 +145,9 @@ def _record(
     tick = replace(
         tick, run_ids=(run.id,), details={**tick.details, "partition_key": run.partition_key}
     )
-    if not store.create_schedule_tick(tick, launch, [tick_event(tick, run.id), run_started(run)]):
+    if not store.create_schedule_tick(
+        tick, launch, [tick_event(tick, run.id), run_event("run.started", run)]
+    ):
         return None  # another scheduler recorded this tick first
     return TickOutcome(tick, (launcher.submit(plan, run, tick.recorded_at),))
 

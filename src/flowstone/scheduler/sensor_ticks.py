@@ -21,9 +21,9 @@ from typing import Any
 from flowstone.errors import FlowStoneError
 from flowstone.pipeline import Pipeline
 from flowstone.planner import RunPlan
-from flowstone.records import AuditEvent
+from flowstone.records import AuditEvent, run_event
 from flowstone.schedule_records import SensorRecord, TickKind, TickLaunch, TickRecord, TickStatus
-from flowstone.scheduler.launch import Launcher, new_launch, run_started
+from flowstone.scheduler.launch import Launcher, new_launch
 from flowstone.scheduler.schedule_ticks import TickOutcome, tick_event
 from flowstone.schedules import RunRequest, sensor_output
 from flowstone.telemetry import Telemetry
@@ -93,7 +93,10 @@ def poll_sensor(
             details={**details, "requests": entries, "cursor": cursor},
             recorded_at=launcher.now(),
         )
-        audit = [tick_event(tick), *(run_started(launch.run) for launch, _ in launches)]
+        audit = [
+            tick_event(tick),
+            *(run_event("run.started", launch.run) for launch, _ in launches),
+        ]
     applied = pipeline.store.create_sensor_tick(
         state.name,
         expected_version=state.version,
