@@ -15,9 +15,8 @@ a lower bound that many failing workers do not all hit at the same instant.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from flowstone.errors import AssetExecutionError, DefinitionError
 from flowstone.records import AuditEvent, MaterializationRecord, Status, materialization_event
@@ -124,35 +123,31 @@ def _exception_types(value: object) -> tuple[type[BaseException], ...] | None:
     return types
 
 
-class _Saves(Protocol):
-    """Where a step's records are written (a run transaction)."""
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A failed attempt that its policy tries again."""
 
-    def save_materialization(
-        self, record: MaterializationRecord, *, audit: Sequence[AuditEvent] = ()
-    ) -> None: ...
+    #: The wait, in seconds, before the next attempt.
+    delay_s: float
+    #: The step's record, ``pending`` again (it replaces the failed attempt's).
+    waiting: MaterializationRecord
+    #: Its ``materialization.retry_scheduled`` audit event.
+    event: AuditEvent
 
 
-def schedule_retry(
-    tx: _Saves,
-    policy: RetryPolicy | None,
-    failed: MaterializationRecord,
-    error: BaseException | None,
-    *,
-    allowed: Callable[[], bool] = lambda: True,
-) -> float | None:
-    """Apply ``policy`` to ``failed``, an attempt's final record just saved through ``tx``:
-    if it retries ``error`` (and ``allowed()``, asked last), record the step ``pending`` again
-    with its ``retry_scheduled`` event and return the wait in seconds; else None (the record
-    is the step's outcome). Both executors decide a retry here."""
+def retry_after(
+    policy: RetryPolicy | None, failed: MaterializationRecord, error: BaseException | None
+) -> Retry | None:
+    """What ``policy`` does with ``failed``, an attempt's final record (``error``: what it
+    raised): a :class:`Retry`, or None when the record is the step's outcome. Both executors
+    decide a retry here."""
     if (
         error is None
         or failed.status != Status.FAILED
         or policy is None
         or not policy.should_retry(error, failed.attempt)
-        or not allowed()
     ):
         return None
     delay = policy.delay(failed.attempt)
     waiting = replace(failed, status=Status.PENDING, completed_at=None)
-    tx.save_materialization(waiting, audit=[retry_scheduled_event(failed, delay)])
-    return delay
+    return Retry(delay, waiting, retry_scheduled_event(failed, delay))

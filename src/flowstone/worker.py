@@ -32,7 +32,7 @@ from procrastinate import jobs as queue_jobs
 
 from flowstone.errors import DefinitionError, RetryScheduledError, StoreError
 from flowstone.execution import queue
-from flowstone.execution.distributed import DistributedExecutor, postgres_dsn
+from flowstone.execution.distributed import DistributedExecutor, postgres_dsn, postgres_store
 from flowstone.execution.steps import StepRunner
 from flowstone.materializer import RunScope
 from flowstone.pipeline import Pipeline
@@ -138,7 +138,7 @@ def build_app(pipeline: Pipeline, settings: WorkerSettings, *, resources: Any) -
         return pipeline.step_runtime(run_id, resources=resources, io_manager=io_manager)[1]
 
     materializer = pipeline.step_runtime("", resources=resources)[0]
-    runner = StepRunner(pipeline.graph, pipeline.store, materializer, scope_for)
+    runner = StepRunner(pipeline.graph, postgres_store(pipeline.store), materializer, scope_for)
 
     @app.task(name=queue.TASK_NAME, pass_context=True, retry=_Retries(), queue=queue.DEFAULT_QUEUE)
     def materialize(context: JobContext, /, **args: Any) -> str:

@@ -28,7 +28,7 @@ from flowstone.graph import AssetGraph
 from flowstone.io import MemoryIOManager
 from flowstone.materializer import IOSelection, Materializer, RunScope
 from flowstone.partitions import decode_partition
-from flowstone.planner import RunPlan, deps_in
+from flowstone.planner import RunPlan, StepKey, deps_in
 from flowstone.records import (
     AuditEvent,
     MaterializationRecord,
@@ -45,6 +45,7 @@ from flowstone.store.base import RunTransaction
 
 if TYPE_CHECKING:  # the queue glue imports procrastinate: only when a run is submitted
     from flowstone.execution.queue import StepJob
+    from flowstone.store.sql import SQLStore
 
 #: The queue steps go to unless the executor names another.
 DEFAULT_QUEUE = "flowstone"
@@ -473,12 +474,21 @@ def postgres_dsn(store: MetadataStore) -> str:
     Raises:
         DistributedSetupError: the store is not PostgreSQL.
     """
+    from flowstone.execution import queue
+
+    return queue.conninfo(postgres_store(store).engine.url)
+
+
+def postgres_store(store: MetadataStore) -> SQLStore:
+    """``store``, checked to be a PostgreSQL :class:`~flowstone.store.sql.SQLStore`.
+
+    Raises:
+        DistributedSetupError: the store is not PostgreSQL.
+    """
     from flowstone.store.sql import SQLStore
 
     if isinstance(store, SQLStore) and store.engine.dialect.name == "postgresql":
-        from flowstone.execution import queue
-
-        return queue.conninfo(store.engine.url)
+        return store
     raise DistributedSetupError(
         f"The distributed executor needs a PostgreSQL metadata store (its job queue lives in "
         f"the same database); this pipeline's store is {store!r}. Set FLOWSTONE_DATABASE_URL "
@@ -494,7 +504,7 @@ def wait_for_run(
     poll_s: float = 0.5,
     timeout_s: float | None = None,
     on_progress: Progress | None = None,
-    graph: AssetGraph | None = None,
+    graph: AssetGraph,
 ) -> RunResult:
     """Follow a run until it ends, or rests on approvals with nothing in flight (or
     ``timeout_s`` passed).
@@ -502,7 +512,7 @@ def wait_for_run(
     Args:
         on_progress: Called with the run and its records whenever a step's status changed.
         graph: The run's graph, to tell a pending step that is ready (queued) from one held
-            below a waiting step; without it a waiting run rests once no step is running.
+            below a waiting step.
 
     Returns:
         The run's result; still ``running`` when the timeout passed first.
@@ -512,6 +522,9 @@ def wait_for_run(
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     seen: list[tuple[str, Status, int]] | None = None
+    # A pending step's in-run dependencies, by record id: they never change, so they are
+    # computed once, not on every poll.
+    deps: dict[str, tuple[StepKey, ...]] = {}
     while True:
         run = store.get_run(run_id)
         if run is None:
@@ -522,7 +535,7 @@ def wait_for_run(
         if on_progress is not None and state != seen:
             on_progress(run, records)
         seen = state
-        if _ended_or_resting(run, records, graph) or (
+        if _ended_or_resting(run, records, graph, deps) or (
             deadline is not None and time.monotonic() >= deadline
         ):
             return RunResult(
@@ -535,21 +548,25 @@ def wait_for_run(
 
 
 def _ended_or_resting(
-    run: RunRecord, records: Sequence[MaterializationRecord], graph: AssetGraph | None
+    run: RunRecord,
+    records: Sequence[MaterializationRecord],
+    graph: AssetGraph,
+    deps: dict[str, tuple[StepKey, ...]],
 ) -> bool:
     if run.status != RunStatus.WAITING_APPROVAL:
         return run.status != RunStatus.RUNNING
-    if graph is None:
-        return not any(r.status == Status.RUNNING for r in records)
     present = {(r.asset, r.partition_key) for r in records}
-    deps = {
-        (r.asset, r.partition_key): deps_in(
-            graph, r.asset, decode_partition(r.partition_key), present, as_of=r.created_at
-        )
+    for r in records:
+        if r.status == Status.PENDING and r.asset in graph and r.id not in deps:
+            deps[r.id] = deps_in(
+                graph, r.asset, decode_partition(r.partition_key), present, as_of=r.created_at
+            )
+    pending = {
+        (r.asset, r.partition_key): deps[r.id]
         for r in records
-        if r.status == Status.PENDING and r.asset in graph
+        if r.status == Status.PENDING and r.id in deps
     }
-    return _rests(run, records, deps)
+    return _rests(run, records, pending)
 
 
 def check_shared_io(assets: Iterable[AssetDef], io: IOSelection) -> None:

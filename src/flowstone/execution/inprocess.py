@@ -11,8 +11,8 @@ from concurrent import futures as cf
 from flowstone.materializer import Materializer, RunScope
 from flowstone.planner import RunPlan, Step, StepKey
 from flowstone.records import AuditEvent, LineageEdge, MaterializationRecord, Status
-from flowstone.retry import RetryPolicy, schedule_retry
-from flowstone.store.base import MetadataStore, RunTransaction
+from flowstone.retry import RetryPolicy, retry_after
+from flowstone.store.base import MetadataStore
 
 #: Per-run hook called with each final record, in completion order.
 OnRecord = Callable[[MaterializationRecord], object]
@@ -150,8 +150,8 @@ def _wait(seconds: float, stop: threading.Event, materializer: Materializer) -> 
 
 class _RetryHook:
     """Records a step's final record (a materializer ``FinalHook``); when the asset's retry
-    policy retries the failure, records the step ``pending`` again, in the same transaction,
-    and says how long to wait."""
+    policy retries the failure, records the step ``pending`` again instead, and says how long
+    to wait."""
 
     def __init__(self, store: MetadataStore, policy: RetryPolicy, stop: threading.Event) -> None:
         self._store = store
@@ -168,21 +168,15 @@ class _RetryHook:
         audit: Sequence[AuditEvent],
         error: BaseException | None,
     ) -> None:
-        self._store.run_transaction(
-            record.run_id, lambda tx: self._record(tx, record, lineage, audit, error)
-        )
-
-    def _record(
-        self,
-        tx: RunTransaction,
-        record: MaterializationRecord,
-        lineage: Sequence[LineageEdge],
-        audit: Sequence[AuditEvent],
-        error: BaseException | None,
-    ) -> None:
-        tx.save_materialization(record, lineage=lineage, audit=audit)
-        self.retry_in = schedule_retry(
-            tx, self._policy, record, error, allowed=lambda: not self._stop.is_set()
+        retry = None if self._stop.is_set() else retry_after(self._policy, record, error)
+        if retry is None:
+            self._store.save_materialization(record, lineage=lineage, audit=audit)
+            return
+        # One write: the step `pending` again replaces the failed attempt's record, and the
+        # audit log keeps both events.
+        self.retry_in = retry.delay_s
+        self._store.save_materialization(
+            retry.waiting, lineage=lineage, audit=[*audit, retry.event]
         )
 
 

@@ -19,11 +19,10 @@ queue's API (``flowstone.worker`` wires it into procrastinate). For one job it:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast
 
 from flowstone.asset import AssetDef
 from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
@@ -40,7 +39,6 @@ from flowstone.execution.scheduling import (
     MOVING,
     Outcome,
     after_final,
-    close_if_done,
     close_if_moving,
     mark_waiting,
 )
@@ -56,9 +54,9 @@ from flowstone.records import (
     Status,
     utcnow,
 )
-from flowstone.retry import schedule_retry
-from flowstone.store import MetadataStore
-from flowstone.store.base import RunTransaction, StepClaim, T, owns_step
+from flowstone.retry import retry_after
+from flowstone.store.base import RunTransaction, StepClaim
+from flowstone.store.sql import SQLStore
 
 #: Builds the scope a step runs in: (run id, the run's I/O manager override) -> RunScope.
 ScopeFactory = Callable[[str, str | None], RunScope]
@@ -67,59 +65,11 @@ ScopeFactory = Callable[[str, str | None], RunScope]
 StepState = tuple[MaterializationRecord | None, RunStatus | None, bool]
 
 
-@runtime_checkable
-class StepSessions(Protocol):
-    """What a store offers a worker around one step (:class:`~flowstone.store.sql.SQLStore`
-    does; any other store is read through its ordinary methods)."""
-
-    def step_session(
-        self,
-        run_id: str,
-        asset: str,
-        partition_key: str,
-        *,
-        lock: str,
-        claim: StepClaim | None = None,
-    ) -> AbstractContextManager[StepState]:
-        """Hold the step lock ``lock`` for the block; claim the step if it never ran (where
-        the store can); yield the step's record, its run's status, and whether it claimed."""
-        ...
-
-    def find_in_run(
-        self, run_id: str, asset: str, partition_key: str
-    ) -> MaterializationRecord | None:
-        """The run's record of (asset, partition), or None."""
-        ...
-
-
-@runtime_checkable
-class AttemptCommits(Protocol):
-    """A store that commits the outcome of a step nothing waits on without the run's lock
-    (:meth:`~flowstone.store.sql.SQLStore.commit_attempt`)."""
-
-    def commit_attempt(
-        self,
-        record: MaterializationRecord,
-        *,
-        lineage: Sequence[LineageEdge],
-        audit: Sequence[AuditEvent],
-        superseded: Callable[[MaterializationRecord | None], BaseException],
-    ) -> tuple[RunStatus | None, bool]:
-        """Save ``record`` if its attempt owns the step (else raise ``superseded(current)``),
-        commit, then return the run's status and whether a step of it is left."""
-        ...
-
-    def run_transaction(self, run_id: str, work: Callable[[RunTransaction], T]) -> T:
-        """As :meth:`~flowstone.store.MetadataStore.run_transaction`."""
-        ...
-
-
-@runtime_checkable
 class AttemptSaves(Protocol):
-    """A run transaction that saves an attempt's final record on the condition that the
-    attempt still owns its step (a step session's, on PostgreSQL): the fencing check is then
-    the write's own condition, with no read of its own. Other transactions are checked with a
-    read first."""
+    """The run transactions of a worker's step session (:meth:`SQLStore.step_session
+    <flowstone.store.sql.SQLStore.step_session>`), which save an attempt's final record on the
+    condition that the attempt still owns its step: the fencing check is the write's own
+    condition, with no read of its own."""
 
     def save_attempt(
         self,
@@ -152,7 +102,7 @@ class StepRunner:
     def __init__(
         self,
         graph: AssetGraph,
-        store: MetadataStore,
+        store: SQLStore,
         materializer: Materializer,
         scope_for: ScopeFactory,
     ) -> None:
@@ -160,11 +110,6 @@ class StepRunner:
         self._store = store
         self._materializer = materializer
         self._scope_for = scope_for
-        self._session: Callable[..., AbstractContextManager[StepState]] = self._plain_session
-        self._find: Callable[[str, str, str], MaterializationRecord | None] = self._plain_find
-        if isinstance(store, StepSessions):
-            # One connection per step, the step lock, pipelined writes (PostgreSQL).
-            self._session, self._find = store.step_session, store.find_in_run
 
     def run(
         self, args: Mapping[str, Any], *, job_id: int | None, retries: int, queue_name: str
@@ -199,10 +144,10 @@ class StepRunner:
             io_manager=scope.io.name_for(asset),
         )
         # The step lock is held from before the record is read until after the final write.
-        with self._session(
+        with self._store.step_session(
             job.run_id, job.asset, job.partition_key, lock=job.lock, claim=claim
         ) as found:
-            record, run_status, claimed = found
+            record = found[0]
             done = None
             if record is not None:
                 step = Step(
@@ -214,12 +159,7 @@ class StepRunner:
                     deps_in_plan=(),
                 )
                 done = self._execute(
-                    job,
-                    step,
-                    scope,
-                    (record, run_status, claimed),
-                    queue_name=queue_name,
-                    retries=retries,
+                    job, step, scope, found, queue_name=queue_name, retries=retries
                 )
         if record is None:
             raise self._reject(
@@ -257,7 +197,7 @@ class StepRunner:
         job: queue.StepJob,
         step: Step,
         scope: RunScope,
-        state: tuple[MaterializationRecord, RunStatus | None, bool],
+        state: StepState,
         *,
         queue_name: str,
         retries: int,
@@ -265,6 +205,7 @@ class StepRunner:
         """Run the step inside its session: a message when there is nothing to do, else the
         final record and what its final write did."""
         record, run_status, claimed = state
+        assert record is not None
         if claimed:
             return self._materialize(job, step, scope, record, queue_name, started=True)
         # Each start is a new attempt: after one that died (still `running`) or that failed and
@@ -311,7 +252,7 @@ class StepRunner:
         upstream = {}
         deps = step_deps(self._graph, job.asset, step.partition, as_of=record.created_at)
         for dep in deps:
-            found = self._find(job.run_id, *dep)
+            found = self._store.find_in_run(job.run_id, *dep)
             if found is not None:
                 upstream[dep] = found
         step = replace(step, deps_in_plan=tuple(upstream))
@@ -339,33 +280,13 @@ class StepRunner:
         """The step's latest approval request, if it was approved."""
         asked = [
             a
-            for a in self._store.list_approvals(run_id=record.run_id, limit=None)
+            for a in self._store.list_approvals(
+                run_id=record.run_id, asset=record.asset, limit=None
+            )
             if a.materialization_id == record.id
         ]
         latest = max(asked, key=lambda a: a.attempt, default=None)
         return latest if latest is not None and latest.status == ApprovalStatus.APPROVED else None
-
-    @contextmanager
-    def _plain_session(
-        self,
-        run_id: str,
-        asset: str,
-        partition_key: str,
-        *,
-        lock: str,
-        claim: StepClaim | None = None,
-    ) -> Iterator[StepState]:
-        # A store without step sessions (the in-memory one, in tests) has no lock to take,
-        # and the materializer writes the `running` record itself.
-        record = self._plain_find(run_id, asset, partition_key)
-        run = self._store.get_run(run_id) if record is not None else None
-        yield record, (run.status if run is not None else None), False
-
-    def _plain_find(self, run_id: str, asset: str, key: str) -> MaterializationRecord | None:
-        found = self._store.list_materializations(
-            run_id=run_id, asset=asset, partition_key=key, limit=1
-        )
-        return found[0] if found else None
 
     def _resolve(self, job: queue.StepJob, job_id: int | None) -> tuple[AssetDef, Partition]:
         """The job's asset and partition, or a rejection recorded in the store."""
@@ -398,11 +319,10 @@ class StepRunner:
                     error_message=str(error),
                 )
                 tx.save_materialization(failed, audit=[_rejected_event(job, job_id, error)])
-                run = tx.get_run()
                 if job.asset in self._graph:
                     after_final(tx, self._graph, self._materializer, failed)
-                elif run is not None and run.status in MOVING:
-                    close_if_done(tx, run)
+                else:
+                    close_if_moving(tx)
                 return True
             return False
 
@@ -458,11 +378,7 @@ class _Finisher:
     ) -> None:
         store = self._runner._store
         superseded = partial(_superseded, record)
-        if (
-            record.status == Status.SUCCESS
-            and not self._runner._graph.dependents(record.asset)
-            and isinstance(store, AttemptCommits)
-        ):
+        if record.status == Status.SUCCESS and not self._runner._graph.dependents(record.asset):
             # Nothing can be waiting on this step: its outcome needs no run lock and commits
             # in one round trip; only closing the run, when it was the last step, takes it.
             status, left = store.commit_attempt(
@@ -492,21 +408,16 @@ class _Finisher:
         """Record the outcome under the run's lock, with what it decides: a retry, the steps
         it makes ready (enqueued in the same transaction), those it skips, the run's end."""
         graph = self._runner._graph
-        # A fencing check: only the attempt that still owns the step records it.
-        if isinstance(tx, AttemptSaves):
-            tx.save_attempt(record, lineage=lineage, audit=audit, superseded=superseded)
-        else:
-            current = tx.find(record.asset, record.partition_key)
-            if not owns_step(current, record.attempt):
-                raise superseded(current)
-            # The queue acknowledges the job durably right after this commit, which flushes it.
-            tx.commit_without_flush()
-            tx.save_materialization(record, lineage=lineage, audit=audit)
-        # The run's status is read only when the policy retries (a cancelled run is not).
-        self.retry_in = schedule_retry(
-            tx, graph.get(record.asset).retry, record, error, allowed=lambda: _running(tx)
+        # A fencing check: only the attempt that still owns the step records it. (Called in
+        # the step's session, whose run transactions save attempts so.)
+        cast("AttemptSaves", tx).save_attempt(
+            record, lineage=lineage, audit=audit, superseded=superseded
         )
-        if self.retry_in is not None:
+        retry = retry_after(graph.get(record.asset).retry, record, error)
+        # The run's status is read only when the policy retries (a cancelled run is not).
+        if retry is not None and _running(tx):
+            self.retry_in = retry.delay_s
+            tx.save_materialization(retry.waiting, audit=[retry.event])
             return
         self.outcome = after_final(tx, graph, self._runner._materializer, record)
         ready = [

@@ -571,12 +571,6 @@ class RunTransaction(Protocol):
         :attr:`Status.is_final`)."""
         ...
 
-    def commit_without_flush(self) -> None:
-        """Let the commit return before it is flushed to disk (PostgreSQL's asynchronous
-        commit; nothing elsewhere). Only for a transaction that a durable commit follows at
-        once, which flushes it too: a database crash in between loses both, in order."""
-        ...
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepClaim:
@@ -590,18 +584,6 @@ class StepClaim:
     started_at: datetime
     code_version: str | None
     io_manager: str | None
-
-
-def owns_step(current: MaterializationRecord | None, attempt: int) -> bool:
-    """Whether attempt ``attempt`` still owns its step, whose record is now ``current``: it is
-    ``running`` with that attempt number, or ``pending`` and never started (the attempt's
-    ``running`` write was lost in a database restart). Only the owner records an outcome (the
-    fencing rule; PostgreSQL's step sessions check the same condition in SQL)."""
-    if current is None:
-        return False
-    return (current.status, current.attempt) == (Status.RUNNING, attempt) or (
-        current.status == Status.PENDING and current.started_at is None
-    )
 
 
 def check_run_member(run_id: str, record: MaterializationRecord | RunRecord) -> None:

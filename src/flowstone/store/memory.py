@@ -963,9 +963,6 @@ class _MemoryRunTransaction:
         found = self._store._by_run_key.get((self._run_id, asset, partition_key))
         return None if found is None else self._store._mats[found]
 
-    def commit_without_flush(self) -> None:
-        return None  # nothing is flushed anywhere
-
     def has_unfinished(self) -> bool:
         return any(
             r.run_id == self._run_id and not r.status.is_final for r in self._store._mats.values()

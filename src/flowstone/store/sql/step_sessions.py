@@ -97,24 +97,21 @@ _HAS_UNFINISHED_PG = sa.select(
 #: A worker's per-step read: whether a step is left, and the run's status; the rest of the run
 #: (its targets can be thousands of names, parsed from JSON for nothing) only when no step is
 #: left, as the run is then closed in the same transaction.
-_LEFT = _HAS_UNFINISHED_PG.scalar_subquery()
+#: One row holding "a step left?", computed once (OFFSET 0 keeps PostgreSQL from inlining the
+#: subquery, which would evaluate it again wherever it is referenced), joined to the run (all
+#: NULL when there is none).
+_LEFT_ROW = sa.select(_HAS_UNFINISHED_PG.scalar_subquery().label("left")).offset(0).subquery()
+_LEFT = _LEFT_ROW.c.left
+_WITH_RUN = _LEFT_ROW.outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
 _RUN_STATUS_AND_UNFINISHED = sa.select(
     _LEFT,
     *(
         c if c.name in ("id", "status") else sa.case((~_LEFT, c)).label(c.name)
         for c in _RUN_COLUMNS
     ),
-).select_from(
-    sa.select(sa.literal(1).label("one"))
-    .subquery()
-    .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
-)
-#: The run (all NULL when there is none) and its count of unfinished steps, in one row.
-_RUN_AND_UNFINISHED = sa.select(_HAS_UNFINISHED_PG.scalar_subquery(), *_RUN_COLUMNS).select_from(
-    sa.select(sa.literal(1).label("one"))
-    .subquery()
-    .outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
-)
+).select_from(_WITH_RUN)
+#: The run and whether a step of it is left, in one row.
+_RUN_AND_UNFINISHED = sa.select(_LEFT, *_RUN_COLUMNS).select_from(_WITH_RUN)
 #: A step's final record, written only if the attempt still owns the step: ``running`` with
 #: its attempt number, or ``pending`` and never started (its ``running`` write was lost). A
 #: worker's fencing check is this condition, so it costs no read of its own.
@@ -590,9 +587,6 @@ class _PgRunTransaction:
             stmt, params["assets"] = self._s.run_mats_of, list(assets)
         rows = self._conn.read(stmt, params, doing="read the run's materializations")
         return [_mat_record(row) for row in rows]
-
-    def commit_without_flush(self) -> None:
-        """Nothing to do: a step session's connection never waits for the flush."""
 
     def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
         return self._s.find(self._conn, self._run_id, asset, partition_key)

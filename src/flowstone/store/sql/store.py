@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from flowstone.checkpoints import ApprovalRecord
-from flowstone.errors import StoreUnavailableError
+from flowstone.errors import StoreError, StoreUnavailableError
 from flowstone.records import (
     AuditEvent,
     LineageEdge,
@@ -30,9 +30,9 @@ from flowstone.records import (
     Status,
 )
 from flowstone.store import migrate
-from flowstone.store.base import RunTransaction, StepClaim, T, owns_step
+from flowstone.store.base import RunTransaction, StepClaim, T
 from flowstone.store.direct import DirectWriter, prepare
-from flowstone.store.direct_pg import PgSessions
+from flowstone.store.direct_pg import PgConnection, PgSessions
 from flowstone.store.schema import VERSION_TABLE, audit_log, lineage
 from flowstone.store.sql.approvals import ApprovalQueries
 from flowstone.store.sql.backfills import BackfillQueries
@@ -184,7 +184,7 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
                 if audit:
                     tx.execute_many(self._direct_insert_audit, [_audit_params(e) for e in audit])
             return
-        bound = self._pg.bound() if self._pg is not None else None
+        bound = self._bound()
         if bound is not None:
             self._pgs.save(bound, record, lineage, audit)
             return
@@ -211,7 +211,7 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
     def run_transaction(self, run_id: str, work: Callable[[RunTransaction], T]) -> T:
         # On SQLite, BEGIN IMMEDIATE already serializes every writer; PostgreSQL takes a
         # transaction-scoped advisory lock on the run id (the run row may not exist yet).
-        bound = self._pg.bound() if self._pg is not None else None
+        bound = self._bound()
         if bound is not None:
             return self._pgs.run_transaction(bound, run_id, work)
         with self._serial, self._engine.begin() as conn:
@@ -228,31 +228,22 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         audit: Sequence[AuditEvent],
         superseded: Callable[[MaterializationRecord | None], BaseException],
     ) -> tuple[RunStatus | None, bool]:
-        """Save ``record``, an attempt's final record, if the attempt still owns its step
-        (:func:`~flowstone.store.base.owns_step`), else raise ``superseded(current record)``;
+        """In a worker's step session (:meth:`step_session`): save ``record``, an attempt's
+        final record, if the attempt still owns its step (``running`` with its attempt
+        number, or ``pending`` and never started), else raise ``superseded(current record)``;
         commit without taking the run's lock; then read the run's status and whether any of
-        its steps is left unfinished.
+        its steps is left unfinished. One round trip.
 
         For a step nothing waits on (a distributed worker's leaf): its outcome needs no lock,
         only closing the run does, which the caller does in a run transaction when nothing is
-        left. The read comes after the commit, so of two last steps committing at once, the
-        later one's read sees both. In a worker's step session on PostgreSQL it all takes
-        one round trip.
+        left (see :meth:`_PgStatements.commit_attempt
+        <flowstone.store.sql.step_sessions._PgStatements.commit_attempt>` for why the read
+        sees every outcome committed before it).
+
+        Raises:
+            StoreError: no step session is open in this thread.
         """
-        bound = self._pg.bound() if self._pg is not None else None
-        if bound is not None:
-            return self._pgs.commit_attempt(bound, record, lineage, audit, superseded)
-
-        def save(tx: RunTransaction) -> None:
-            current = tx.find(record.asset, record.partition_key)
-            if not owns_step(current, record.attempt):
-                raise superseded(current)
-            tx.save_materialization(record, lineage=lineage, audit=audit)
-
-        self.run_transaction(record.run_id, save)
-        return self.run_transaction(
-            record.run_id, lambda tx: (tx.run_status(), tx.has_unfinished())
-        )
+        return self._pgs.commit_attempt(self._session(), record, lineage, audit, superseded)
 
     def request_approval(
         self,
@@ -263,7 +254,7 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         # In a worker's step session this step's `running` may be posted and not yet run by
         # PostgreSQL: it goes first, or it could overwrite the `waiting_approval` written here
         # on another connection (and the run would wait for a step shown running forever).
-        bound = self._pg.bound() if self._pg is not None else None
+        bound = self._bound()
         if bound is not None:
             bound.flush()
         super().request_approval(approval, materialization, audit)
@@ -286,22 +277,23 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         its run transaction) go through it, pipelined (:mod:`flowstone.store.direct_pg`). The
         step lock is a session advisory lock on it, so two workers never run the same
         (asset, partition) at once, whatever runs they serve; a worker that dies releases it
-        with its connection. On SQLite (one machine; no distributed workers) there is no lock.
+        with its connection.
 
         With a ``claim``, a step that never ran is made ``running`` with it in the same round
-        trip as the lock and the read (on PostgreSQL; elsewhere nothing is claimed).
+        trip as the lock and the read.
 
         Yields:
             The run's record of the step (None if it has none), the run's status (None
             when the record or the run is missing), and whether the step was claimed.
+
+        Raises:
+            StoreError: the store is not PostgreSQL (distributed workers need it).
         """
         if self._pg is None:
-            found = self.list_materializations(
-                run_id=run_id, asset=asset, partition_key=partition_key, limit=1
+            raise StoreError(
+                "Step sessions are for distributed workers, whose metadata store is "
+                f"PostgreSQL; this store is {self._dialect}."
             )
-            run = self.get_run(run_id) if found else None
-            yield (found[0] if found else None), (run.status if run else None), False
-            return
         with self._pg.session() as conn:
             yield self._pgs.lock_step(conn, lock, run_id, asset, partition_key, claim=claim)
             # Reached only when the block did not raise (on an error the session closes the
@@ -316,13 +308,26 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
     ) -> MaterializationRecord | None:
         """The run's record of (asset, partition), or None (through the thread's step session
         on PostgreSQL, when one is open)."""
-        bound = self._pg.bound() if self._pg is not None else None
+        bound = self._bound()
         if bound is not None:
             return self._pgs.find(bound, run_id, asset, partition_key)
         params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
         with self._serial, self._read.connect() as conn:
             row = conn.execute(_FIND_IN_RUN, params).first()
         return None if row is None else _mat_record(row)
+
+    def _bound(self) -> PgConnection | None:
+        """The connection of the step session open in this thread, if any."""
+        return self._pg.bound() if self._pg is not None else None
+
+    def _session(self) -> PgConnection:
+        bound = self._bound()
+        if bound is None:
+            raise StoreError(
+                "No step session is open in this thread: this is a distributed worker's "
+                "call, made inside SQLStore.step_session()."
+            )
+        return bound
 
     def close(self) -> None:
         """Close every pooled connection."""

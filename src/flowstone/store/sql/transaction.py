@@ -155,10 +155,6 @@ class _SQLRunTransaction:
             stmt, params["assets"] = _RUN_MATS_OF, list(assets)
         return [_mat_record(row) for row in self._conn.execute(stmt, params).all()]
 
-    def commit_without_flush(self) -> None:
-        if self._store._dialect == "postgresql":
-            self._conn.execute(_NO_FLUSH)
-
     def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
         params = {"run_id": self._run_id, "asset": asset, "partition_key": partition_key}
         row = self._conn.execute(_FIND_IN_RUN, params).first()
