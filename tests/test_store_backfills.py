@@ -303,6 +303,8 @@ def test_interrupted_runs_are_closed_and_nothing_stays_running(store: MetadataSt
     for record_ in (ok, running, pending, other):
         store.save_materialization(record_)
 
+    assert store.list_backfill_runs(record.id) == [stuck, finished]
+    assert store.list_backfill_runs("no-such-backfill") == []
     closed = store.interrupt_backfill_runs(
         record.id, now=at(60), error_type="ProcessLost", error_message="process died"
     )
@@ -322,6 +324,10 @@ def test_interrupted_runs_are_closed_and_nothing_stays_running(store: MetadataSt
     assert closed_run is not None
     assert (closed_run.status, closed_run.completed_at) == (RunStatus.FAILED, at(60))
     assert store.get_run(finished.id) == finished
+    assert [r.status for r in store.list_backfill_runs(record.id)] == [
+        RunStatus.FAILED,
+        RunStatus.SUCCESS,
+    ]
     assert [e.action for e in store.list_audit(resource_id=stuck.id)] == ["run.failed"]
     assert (
         store.interrupt_backfill_runs(record.id, now=at(61), error_type="x", error_message="y")

@@ -340,9 +340,9 @@ class Backfiller:
         from flowstone.execution.distributed import QUEUE_TAG, DistributedExecutor
         from flowstone.execution.scheduling import MOVING
 
-        for run in self._store.list_runs(limit=200):
+        for run in self._store.list_backfill_runs(record.id):
             queue = run.tags.get(QUEUE_TAG)
-            if queue and run.tags.get("backfill") == record.id and run.status in MOVING:
+            if queue and run.status in MOVING:
                 DistributedExecutor(queue=queue).cancel(self._store, run.id, actor="backfill")
         closed = self._store.interrupt_backfill_runs(
             record.id,

@@ -262,6 +262,10 @@ class MetadataStore(Protocol):
         """
         ...
 
+    def list_backfill_runs(self, backfill_id: str) -> list[RunRecord]:
+        """The runs linked to a backfill (:meth:`create_backfill_run`), in creation order."""
+        ...
+
     def interrupt_backfill_runs(
         self, backfill_id: str, *, now: datetime, error_type: str, error_message: str
     ) -> list[str]:

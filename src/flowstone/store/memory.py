@@ -693,6 +693,10 @@ class MemoryStore:
             self._backfill_runs[backfill_id].append(run.id)
             self._append(audit)
 
+    def list_backfill_runs(self, backfill_id: str) -> list[RunRecord]:
+        with self._lock:
+            return [self._runs[run_id] for run_id in self._backfill_runs.get(backfill_id, ())]
+
     def interrupt_backfill_runs(
         self, backfill_id: str, *, now: datetime, error_type: str, error_message: str
     ) -> list[str]:

@@ -27,6 +27,7 @@ from flowstone.store.sql.core import SQLStoreCore
 from flowstone.store.sql.errors import _detail, _identity_error, _wraps_errors
 from flowstone.store.sql.rows import (
     _BACKFILL_COLUMNS,
+    _RUN_COLUMNS,
     _audit_params,
     _backfill_params,
     _backfill_partition_params,
@@ -34,6 +35,7 @@ from flowstone.store.sql.rows import (
     _backfill_record,
     _mat_params,
     _run_params,
+    _run_record,
 )
 
 #: Bound parameters per IN list: well under SQLite's limit of 32,766 per statement.
@@ -218,6 +220,18 @@ class BackfillQueries(SQLStoreCore):
                 f"Could not create run {run.id} of backfill {backfill_id}: there is no such "
                 f"backfill, or the run is already linked to one ({_detail(exc)})."
             ) from exc
+
+    @_wraps_errors("list the backfill's runs")
+    def list_backfill_runs(self, backfill_id: str) -> list[RunRecord]:
+        link = backfill_runs_table
+        query = (
+            sa.select(*_RUN_COLUMNS)
+            .select_from(runs.join(link, link.c.run_id == runs.c.id))
+            .where(link.c.backfill_id == backfill_id)
+            .order_by(runs.c.created_at, runs.c.seq)
+        )
+        with self._serial, self._read.connect() as conn:
+            return [_run_record(row) for row in conn.execute(query).all()]
 
     @_wraps_errors("close the backfill's interrupted runs")
     def interrupt_backfill_runs(
