@@ -18,6 +18,7 @@ from flowstone.errors import PartitionError
 from flowstone.graph import AssetGraph, UpstreamRead
 from flowstone.partitions import (
     Partition,
+    decode_partition,
     encode_partition,
     partition_repr,
 )
@@ -59,6 +60,37 @@ class Step:
             created_at=self.created_at,
             code_version=self.asset.code_version,
         )
+
+
+def step_of(
+    graph: AssetGraph,
+    record: MaterializationRecord,
+    present: Collection[StepKey] = (),
+    *,
+    approval: ApprovalRecord | None = None,
+) -> Step:
+    """The step a run's stored record stands for (same id and creation time), its partition
+    validated by the asset's definition; its in-plan dependencies are those of its
+    dependencies in ``present`` (the planner's rule, :func:`deps_in`, as of the run's creation).
+
+    Raises:
+        UnknownAssetError: the record's asset is not in ``graph``.
+        PartitionError: the record's partition key is malformed or not the asset's.
+    """
+    asset = graph.get(record.asset)
+    partition = resolve_partition(asset, decode_partition(record.partition_key))
+    deps = (
+        deps_in(graph, asset.name, partition, present, as_of=record.created_at) if present else ()
+    )
+    return Step(
+        asset=asset,
+        partition=partition,
+        partition_key=record.partition_key,
+        materialization_id=record.id,
+        created_at=record.created_at,
+        deps_in_plan=deps,
+        approval=approval,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,17 +21,16 @@ execution looks for decisions when it ends, so the two never both run a step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, Protocol
 
-from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
+from flowstone.checkpoints import ApprovalStatus
 from flowstone.errors import ApprovalError
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer
-from flowstone.partitions import decode_partition
-from flowstone.planner import RunPlan, Step, StepKey, deps_in, resolve_partition
+from flowstone.planner import RunPlan, Step, StepKey, step_of
 from flowstone.records import MaterializationRecord, RunRecord, RunResult, RunStatus, Status
 from flowstone.store import MetadataStore
 
@@ -140,27 +139,6 @@ class RunResumer:
         """The run's materializations in plan order (the store returns the newest first)."""
         return self._store.list_materializations(run_id=run_id, limit=None)[::-1]
 
-    def _step(
-        self,
-        record: MaterializationRecord,
-        present: Collection[StepKey],
-        approval: ApprovalRecord | None = None,
-    ) -> Step:
-        """Rebuild a recorded materialization's step; its in-plan dependencies are those of
-        its dependencies in ``present`` (the planner's rule, applied to stored keys)."""
-        asset = self._graph.get(record.asset)
-        partition = resolve_partition(asset, decode_partition(record.partition_key))
-        deps = deps_in(self._graph, asset.name, partition, present, as_of=record.created_at)
-        return Step(
-            asset=asset,
-            partition=partition,
-            partition_key=record.partition_key,
-            materialization_id=record.id,
-            created_at=record.created_at,
-            deps_in_plan=deps,
-            approval=approval,
-        )
-
     def _skip_blocked(self, run_id: str, records: list[MaterializationRecord]) -> bool:
         """Record ``skipped`` each pending step below a failed or skipped one (in plan order,
         so a skip cascades); True if any was."""
@@ -169,7 +147,7 @@ class RunResumer:
         for record in records:
             if record.status != Status.PENDING or record.asset not in self._graph:
                 continue
-            step = self._step(record, by_key)
+            step = step_of(self._graph, record, by_key)
             for dep in step.deps_in_plan:
                 up = by_key[dep]
                 if up.status in (Status.FAILED, Status.SKIPPED):
@@ -202,9 +180,9 @@ class RunResumer:
                 approval = approved.get((record.id, record.attempt))
                 if approval is not None:
                     # It ran up to its request once: it reads its inputs from the store again.
-                    planned[key] = self._step(record, (), approval)
+                    planned[key] = step_of(self._graph, record, approval=approval)
             elif record.status == Status.PENDING:
-                step = self._step(record, by_key)
+                step = step_of(self._graph, record, by_key)
                 # Only steps whose inputs already succeeded: a step below one planned now is
                 # claimed on the next pass, once that one ended. Claiming it now would leave it
                 # `running` for good if the one above asked for approval again.

@@ -2,11 +2,13 @@
 
 The distributed executor calls :func:`after_final` inside the run transaction that records the
 status (:meth:`~flowstone.store.MetadataStore.run_transaction`), so every decision is made from
-committed facts while the run's lock is held. When two parents of a step finish at the same time
-on two workers, the second transaction waits for the first and sees its success, so the step is
-found ready exactly once; nothing polls. The same rules as the in-process executor apply: a step
-is ready when each of its dependencies in the run succeeded, a step below a failure is recorded
-``skipped`` with the root cause, and the run ends when no step is left to finish.
+committed facts while the run's lock is held. (A success of an asset without dependents makes
+nothing ready: it commits without the lock, and only :func:`close_if_moving` takes it.) When two
+parents of a step finish at the same time on two workers, the second transaction waits for the
+first and sees its success, so the step is found ready exactly once; nothing polls. The same rules
+as the in-process executor apply: a step is ready when each of its dependencies in the run
+succeeded, a step below a failure is recorded ``skipped`` with the root cause, and the run ends
+when no step is left to finish.
 
 The run's plan is not kept anywhere else: it is the run's ``pending`` records. A step's
 dependencies are computed from the graph the way :func:`~flowstone.planner.plan_run` computes
@@ -22,7 +24,7 @@ from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer
 from flowstone.partitions import Partition, decode_partition, encode_partition
-from flowstone.planner import Step, step_deps
+from flowstone.planner import step_deps, step_of
 from flowstone.records import (
     MaterializationRecord,
     RunRecord,
@@ -46,23 +48,6 @@ class Outcome:
     skipped: tuple[MaterializationRecord, ...] = ()
     #: The run's final status, when this status was the run's last.
     closed: RunStatus | None = None
-
-
-def step_of(graph: AssetGraph, record: MaterializationRecord) -> Step:
-    """The step a (``pending``) record of a run stands for.
-
-    Raises:
-        UnknownAssetError: the record's asset is not in ``graph``.
-        PartitionError: the record's partition key is malformed.
-    """
-    return Step(
-        asset=graph.get(record.asset),
-        partition=decode_partition(record.partition_key),
-        partition_key=record.partition_key,
-        materialization_id=record.id,
-        created_at=record.created_at,
-        deps_in_plan=(),
-    )
 
 
 #: The statuses of a run whose steps still move: a distributed run shows ``waiting_approval``

@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from flowstone.execution.distributed import DistributedExecutor
-from flowstone.partitions import Partition, decode_partition
+from flowstone.partitions import Partition
 from flowstone.pipeline import Pipeline
 from flowstone.planner import (
     UNPARTITIONED_KEY,
@@ -30,8 +30,8 @@ from flowstone.planner import (
     Step,
     StepKey,
     dependencies_first,
-    deps_in,
     plan_run,
+    step_of,
 )
 from flowstone.records import (
     MaterializationRecord,
@@ -107,17 +107,7 @@ def plan_from_pending(
     in_plan: set[StepKey] = {(r.asset, r.partition_key) for r in pending}
     steps: dict[StepKey, Step] = {}
     for record in pending:
-        asset = pipeline.graph.get(record.asset)
-        value = decode_partition(record.partition_key)
-        deps = deps_in(pipeline.graph, asset.name, value, in_plan, as_of=record.created_at)
-        steps[(asset.name, record.partition_key)] = Step(
-            asset=asset,
-            partition=value,
-            partition_key=record.partition_key,
-            materialization_id=record.id,
-            created_at=record.created_at,
-            deps_in_plan=deps,
-        )
+        steps[(record.asset, record.partition_key)] = step_of(pipeline.graph, record, in_plan)
     # Dependencies first (the planner's order): unpartitioned assets, then by topology.
     ranked = dependencies_first(steps, lambda key: (0, key[1] != UNPARTITIONED_KEY, order[key[0]]))
     return RunPlan(
