@@ -7,10 +7,12 @@ processes (1 and 2 by default) it measures, on the local PostgreSQL, in a schema
   procrastinate workers (the same worker settings FlowStone uses: concurrency, polling, and
   deleting succeeded jobs);
 - FlowStone: one run of N independent no-op assets submitted with ``materialize_all``, run by
-  ``flowstone worker`` processes. Each materialization records ``running``, then ``success``
-  with its audit event, in the run transaction that also checks for ready steps and closes the
-  run at the end: everything a real run records. The assets return nothing and a null I/O
-  manager stores it, so the table shows the orchestration, not the disk.
+  ``flowstone worker`` processes. Each materialization records ``running`` (the worker's claim
+  of the step), then ``success`` with its audit event, and reads whether the run has a step
+  left; the last one closes the run: everything a real run records. These assets have no
+  dependents, so their outcomes commit without the run's lock (a step with dependents records
+  its outcome under it, with the steps it makes ready). The assets return nothing and a null
+  I/O manager stores it, so the table shows the orchestration, not the disk.
 
 Throughput is jobs (or materializations) per second, from the moment the work is enqueued to the
 moment the last one is recorded, with the workers already started and idle. The ratio column is

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from distributed_fixtures.harness import Cluster, cluster
+from test_store_contract import require_postgres
+
 
 @pytest.fixture(autouse=True)
 def flowstone_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -26,3 +29,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield "memory"
     else:
         yield f"sqlite:///{tmp_path / 'meta.db'}"
+
+
+@pytest.fixture
+def pg_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A schema of its own on the test PostgreSQL, for real ``flowstone worker`` processes
+    (stopped at the end); skipped with the reason when no server answers (not on CI)."""
+    require_postgres()
+    with cluster(tmp_path / "cluster") as made:
+        yield made

@@ -13,36 +13,19 @@ import json
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import flowstone as fs
 from distributed_fixtures import pipelines
-from distributed_fixtures.harness import Cluster, cluster, wait_until
+from distributed_fixtures.harness import Cluster, wait_until
 from flowstone.errors import DistributedSetupError
 from flowstone.execution import InProcessExecutor
 from flowstone.execution.distributed import DistributedExecutor
 from flowstone.records import RunResult, RunStatus, Status
-from test_store_contract import require_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def pg(tmp_path: Path) -> Iterator[Cluster]:
-    require_postgres()
-    with cluster(tmp_path / "cluster") as made:
-        yield made
-
-
-def finish(made: Cluster, pipeline: fs.Pipeline, run_id: str, timeout: float = 90) -> RunResult:
-    """The run's result once the workers ended it (fails with their logs otherwise)."""
-    result = pipeline.wait_for_run(run_id, timeout=timeout, poll_interval=0.1)
-    if result.status == RunStatus.RUNNING:
-        pytest.fail(f"run {run_id} still running after {timeout} s\n{made.worker_logs()}")
-    return result
 
 
 def shape(pipeline: fs.Pipeline, result: RunResult) -> dict[str, tuple[str, list[str]]]:
@@ -62,22 +45,22 @@ def executed(made: Cluster, run_id: str) -> Counter[str]:
 
 # --- runs across workers ---------------------------------------------------------------------
 @pytest.mark.parametrize("factory", ["diamond", "wide"])
-def test_runs_across_two_workers_match_the_embedded_run(pg: Cluster, factory: str) -> None:
-    pipeline = pg.pipeline(factory)
+def test_runs_across_two_workers_match_the_embedded_run(pg_cluster: Cluster, factory: str) -> None:
+    pipeline = pg_cluster.pipeline(factory)
     assert isinstance(pipeline.executor, DistributedExecutor)  # FLOWSTONE_EXECUTOR=distributed
-    pg.start_worker(factory, "--concurrency", "2")
-    pg.start_worker(factory, "--concurrency", "2")
+    pg_cluster.start_worker(factory, "--concurrency", "2")
+    pg_cluster.start_worker(factory, "--concurrency", "2")
 
     submitted = pipeline.materialize_all()
     assert submitted.status == RunStatus.RUNNING
     assert {r.status for r in submitted.materializations} == {Status.PENDING}
-    result = finish(pg, pipeline, submitted.run_id)
+    result = pg_cluster.finish(pipeline, submitted.run_id)
 
-    embedded = pg.pipeline(factory, store="memory", executor=InProcessExecutor())
+    embedded = pg_cluster.pipeline(factory, store="memory", executor=InProcessExecutor())
     expected = embedded.materialize_all()
     assert result.status == expected.status == RunStatus.SUCCESS
     assert shape(pipeline, result) == shape(embedded, expected)
-    assert executed(pg, result.run_id) == Counter({a: 1 for a in pipeline.asset_names()})
+    assert executed(pg_cluster, result.run_id) == Counter({a: 1 for a in pipeline.asset_names()})
     assert {r.attempt for r in result.materializations} == {1}
     # The values went through the shared filesystem I/O manager: any process can read them.
     last = pipeline.asset_names()[-1]
@@ -87,35 +70,39 @@ def test_runs_across_two_workers_match_the_embedded_run(pg: Cluster, factory: st
     assert events["run.started"] == events["run.success"] == 1
 
 
-def test_a_killed_worker_s_step_is_retried_and_succeeds_once(pg: Cluster) -> None:
-    pipeline = pg.pipeline("slow_chain")
-    doomed = pg.start_worker("slow_chain")
+def test_a_killed_worker_s_step_is_retried_and_succeeds_once(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("slow_chain")
+    doomed = pg_cluster.start_worker("slow_chain")
     run_id = pipeline.materialize_all().run_id
     wait_until(
-        lambda: any(e.asset == "slow" and e.event == "start" for e in pg.executions(run_id)),
+        lambda: any(
+            e.asset == "slow" and e.event == "start" for e in pg_cluster.executions(run_id)
+        ),
         "the slow step to start",
     )
-    pg.stop(doomed, signal.SIGKILL)
+    pg_cluster.stop(doomed, signal.SIGKILL)
     record = pipeline.history("slow")[0]
     assert (record.status, record.attempt) == (Status.RUNNING, 1)
 
-    pg.start_worker("slow_chain")
-    result = finish(pg, pipeline, run_id)
+    pg_cluster.start_worker("slow_chain")
+    result = pg_cluster.finish(pipeline, run_id)
 
     assert result.status == RunStatus.SUCCESS
     slow = result["slow"]
     assert (slow.status, slow.attempt) == (Status.SUCCESS, 2)
-    assert executed(pg, run_id) == Counter({"before": 1, "slow": 1, "after": 1})
-    starts = [e.attempt for e in pg.executions(run_id) if e.asset == "slow" and e.event == "start"]
+    assert executed(pg_cluster, run_id) == Counter({"before": 1, "slow": 1, "after": 1})
+    starts = [
+        e.attempt for e in pg_cluster.executions(run_id) if e.asset == "slow" and e.event == "start"
+    ]
     assert starts == [1, 2]
     assert not pipeline.store.list_materializations(status=Status.RUNNING)
     assert pipeline.load("after") == "before+slow+after"
 
 
-def test_the_same_step_enqueued_ten_times_at_once_runs_once(pg: Cluster) -> None:
+def test_the_same_step_enqueued_ten_times_at_once_runs_once(pg_cluster: Cluster) -> None:
     from flowstone.execution.queue import StepJob
 
-    pipeline = pg.pipeline("diamond")
+    pipeline = pg_cluster.pipeline("diamond")
     executor = pipeline.executor
     assert isinstance(executor, DistributedExecutor)
 
@@ -140,26 +127,26 @@ def test_the_same_step_enqueued_ten_times_at_once_runs_once(pg: Cluster) -> None
     assert enqueue_ten(waiting) == [0] * 10
     # With workers racing the enqueues, a duplicate may be enqueued after the first started;
     # it then finds the step done and does nothing.
-    pg.start_worker("diamond", "--concurrency", "2")
-    pg.start_worker("diamond", "--concurrency", "2")
+    pg_cluster.start_worker("diamond", "--concurrency", "2")
+    pg_cluster.start_worker("diamond", "--concurrency", "2")
     racing = pipeline.materialize("root").run_id
     enqueue_ten(racing)
 
     for run_id in (waiting, racing):
-        assert finish(pg, pipeline, run_id).status == RunStatus.SUCCESS
-        assert executed(pg, run_id) == Counter({"root": 1})
+        assert pg_cluster.finish(pipeline, run_id).status == RunStatus.SUCCESS
+        assert executed(pg_cluster, run_id) == Counter({"root": 1})
 
 
-def test_bad_jobs_fail_for_good_and_the_worker_keeps_serving(pg: Cluster) -> None:
+def test_bad_jobs_fail_for_good_and_the_worker_keeps_serving(pg_cluster: Cluster) -> None:
     from flowstone.execution import queue
     from flowstone.execution.distributed import postgres_dsn
 
-    pipeline = pg.pipeline("diamond")
+    pipeline = pg_cluster.pipeline("diamond")
     executor = pipeline.executor
     assert isinstance(executor, DistributedExecutor)
-    worker = pg.start_worker("diamond")
+    worker = pg_cluster.start_worker("diamond")
     first = pipeline.materialize("root").run_id
-    assert finish(pg, pipeline, first).status == RunStatus.SUCCESS
+    assert pg_cluster.finish(pipeline, first).status == RunStatus.SUCCESS
 
     executor.enqueue(
         pipeline.store,
@@ -190,11 +177,11 @@ def test_bad_jobs_fail_for_good_and_the_worker_keeps_serving(pg: Cluster) -> Non
     assert any("No asset named 'flowstone_sentinel_mod'" in r for r in reasons)
     assert any("bad partition" in r and "zz:not-a-partition" in r for r in reasons)
     assert any("arguments must be exactly" in r for r in reasons)
-    assert not Path(pg.env["FLOWSTONE_TEST_SENTINEL"]).exists()
+    assert not Path(pg_cluster.env["FLOWSTONE_TEST_SENTINEL"]).exists()
 
     # A run whose step this worker does not know: the step fails with the reason, the run ends.
-    other = pg.pipeline("partitioned").materialize("regional", partition="eu")
-    result = finish(pg, pipeline, other.run_id)
+    other = pg_cluster.pipeline("partitioned").materialize("regional", partition="eu")
+    result = pg_cluster.finish(pipeline, other.run_id)
     assert result.status == RunStatus.FAILED
     assert result["regional"].error_type == "JobRejectedError"
     assert "No asset named 'regional'" in (result["regional"].error_message or "")
@@ -202,19 +189,21 @@ def test_bad_jobs_fail_for_good_and_the_worker_keeps_serving(pg: Cluster) -> Non
     # The same worker still serves good jobs.
     assert worker.poll() is None
     good = pipeline.materialize_all()
-    assert finish(pg, pipeline, good.run_id).status == RunStatus.SUCCESS
+    assert pg_cluster.finish(pipeline, good.run_id).status == RunStatus.SUCCESS
 
 
-def test_retryable_failures_retry_with_the_policy_waits(pg: Cluster) -> None:
-    pipeline = pg.pipeline("retries")
-    pg.start_worker("retries", "--concurrency", "2")
-    result = finish(pg, pipeline, pipeline.materialize_all().run_id)
+def test_retryable_failures_retry_with_the_policy_waits(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("retries")
+    pg_cluster.start_worker("retries", "--concurrency", "2")
+    result = pg_cluster.finish(pipeline, pipeline.materialize_all().run_id)
 
     assert result.status == RunStatus.FAILED
     flaky = result["flaky"]
     assert (flaky.status, flaky.attempt) == (Status.SUCCESS, 3)
     assert result["below_flaky"].status == Status.SUCCESS
-    starts = [e for e in pg.executions(result.run_id) if e.asset == "flaky" and e.event == "start"]
+    starts = [
+        e for e in pg_cluster.executions(result.run_id) if e.asset == "flaky" and e.event == "start"
+    ]
     assert [e.attempt for e in starts] == [1, 2, 3]
     for before, after in itertools.pairwise(starts):
         assert after.at - before.at >= pipelines.POLICY.min_delay(before.attempt)
@@ -231,15 +220,17 @@ def test_retryable_failures_retry_with_the_policy_waits(pg: Cluster) -> None:
     for name in ("below_broken", "further_below"):
         assert result[name].status == Status.SKIPPED
         assert result[name].error_message == "upstream asset 'broken' failed"
-    assert executed(pg, result.run_id) == Counter({"flaky": 1, "below_flaky": 1})
+    assert executed(pg_cluster, result.run_id) == Counter({"flaky": 1, "below_flaky": 1})
 
 
-def test_cancel_stops_what_has_not_started(pg: Cluster) -> None:
-    pipeline = pg.pipeline("slow_chain")
-    pg.start_worker("slow_chain")
+def test_cancel_stops_what_has_not_started(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("slow_chain")
+    pg_cluster.start_worker("slow_chain")
     run_id = pipeline.materialize_all().run_id
     wait_until(
-        lambda: any(e.asset == "slow" and e.event == "start" for e in pg.executions(run_id)),
+        lambda: any(
+            e.asset == "slow" and e.event == "start" for e in pg_cluster.executions(run_id)
+        ),
         "the slow step to start",
     )
     done = pipeline.cancel_run(run_id)
@@ -252,33 +243,37 @@ def test_cancel_stops_what_has_not_started(pg: Cluster) -> None:
     assert result.status == RunStatus.CANCELLED
     assert result["after"].status == Status.CANCELLED
     assert result["slow"].status == Status.SUCCESS
-    assert "after" not in executed(pg, run_id)
+    assert "after" not in executed(pg_cluster, run_id)
     assert pipeline.cancel_run(run_id).cancelled_steps == 0  # already over: nothing to do
 
 
-def test_sigterm_finishes_the_running_step_and_starts_nothing_new(pg: Cluster) -> None:
-    pipeline = pg.pipeline("slow_chain")
-    worker = pg.start_worker("slow_chain")
+def test_sigterm_finishes_the_running_step_and_starts_nothing_new(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("slow_chain")
+    worker = pg_cluster.start_worker("slow_chain")
     run_id = pipeline.materialize_all().run_id
     wait_until(
-        lambda: any(e.asset == "slow" and e.event == "start" for e in pg.executions(run_id)),
+        lambda: any(
+            e.asset == "slow" and e.event == "start" for e in pg_cluster.executions(run_id)
+        ),
         "the slow step to start",
     )
-    assert pg.stop(worker, signal.SIGTERM) == 0
+    assert pg_cluster.stop(worker, signal.SIGTERM) == 0
     assert pipeline.history("slow")[0].status == Status.SUCCESS
     assert pipeline.history("after")[0].status == Status.PENDING  # enqueued, not started
 
-    pg.start_worker("slow_chain")
-    assert finish(pg, pipeline, run_id).status == RunStatus.SUCCESS
-    assert executed(pg, run_id) == Counter({"before": 1, "slow": 1, "after": 1})
+    pg_cluster.start_worker("slow_chain")
+    assert pg_cluster.finish(pipeline, run_id).status == RunStatus.SUCCESS
+    assert executed(pg_cluster, run_id) == Counter({"before": 1, "slow": 1, "after": 1})
 
 
 # --- the command line ------------------------------------------------------------------------
-def test_cli_materialize_wait_and_runs(pg: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_materialize_wait_and_runs(
+    pg_cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flowstone.cli import main
 
     spec = "tests/distributed_fixtures/pipelines.py:diamond"
-    pg.start_worker("diamond")
+    pg_cluster.start_worker("diamond")
     assert main(["materialize", "join", "--with-deps", "--wait", "-p", spec]) == 0
     out, err = capsys.readouterr()
     assert "4/4 done: 4 success" in err
@@ -301,8 +296,8 @@ def test_cli_materialize_wait_and_runs(pg: Cluster, capsys: pytest.CaptureFixtur
 
 
 # --- configuration ---------------------------------------------------------------------------
-def test_values_in_memory_are_refused(pg: Cluster) -> None:
-    pipeline = pg.pipeline("diamond", default_io_manager="memory")
+def test_values_in_memory_are_refused(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("diamond", default_io_manager="memory")
     with pytest.raises(DistributedSetupError, match="in memory"):
         pipeline.materialize_all()
     assert pipeline.store.list_runs() == []

@@ -6,42 +6,24 @@ recorded once by two schedulers and run by the workers."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from distributed_fixtures.harness import Cluster, cluster
+from distributed_fixtures.harness import Cluster
 from flowstone.records import RunResult, RunStatus, Status
-from test_store_contract import require_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def pg(tmp_path: Path) -> Iterator[Cluster]:
-    require_postgres()
-    with cluster(tmp_path / "cluster") as made:
-        yield made
-
-
-def settled(pg: Cluster, run_id: str) -> RunResult:
-    pipeline = pg.pipeline("approvals")
-    result = pipeline.wait_for_run(run_id, timeout=90, poll_interval=0.1)
-    if result.status == RunStatus.RUNNING:
-        pytest.fail(f"run {run_id} still running\n{pg.worker_logs()}")
-    return result
 
 
 def statuses(result: RunResult) -> dict[str, Status]:
     return {r.asset: r.status for r in result.materializations}
 
 
-def test_an_approved_step_runs_again_on_a_worker_with_the_decision(pg: Cluster) -> None:
-    pipeline = pg.pipeline("approvals")
-    pg.start_worker("approvals", "--concurrency", "2")
+def test_an_approved_step_runs_again_on_a_worker_with_the_decision(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("approvals")
+    pg_cluster.start_worker("approvals", "--concurrency", "2")
     submitted = pipeline.materialize_all()
-    waiting = settled(pg, submitted.run_id)
+    waiting = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
     assert waiting.status == RunStatus.WAITING_APPROVAL
     assert statuses(waiting) == {
         "gated": Status.WAITING_APPROVAL,
@@ -51,23 +33,26 @@ def test_an_approved_step_runs_again_on_a_worker_with_the_decision(pg: Cluster) 
     [request] = pipeline.approvals()
     continued = pipeline.approve(request.id, by="ana", input={"channel": "web"})
     assert continued.status == RunStatus.RUNNING  # handed to the workers
-    done = settled(pg, submitted.run_id)
-    assert done.status == RunStatus.SUCCESS, pg.worker_logs()
+    done = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
+    assert done.status == RunStatus.SUCCESS, pg_cluster.worker_logs()
     assert pipeline.load("shipped") == "shipped by ana to web"
     [gated] = [r for r in done.materializations if r.asset == "gated"]
     assert gated.attempt == 2
-    ran = Counter(e.asset for e in pg.executions(submitted.run_id) if e.event == "done")
+    ran = Counter(e.asset for e in pg_cluster.executions(submitted.run_id) if e.event == "done")
     assert ran == Counter({"gated": 2, "shipped": 1, "unrelated": 1})
     actions = [e.action for e in pipeline.audit_log(run_id=submitted.run_id, limit=None)]
     assert "run.waiting_approval" in actions and "materialization.resumed" in actions
     assert actions.count("run.success") == 1
 
 
-def test_a_rejection_skips_what_is_below_and_fails_the_run(pg: Cluster) -> None:
-    pipeline = pg.pipeline("approvals")
-    pg.start_worker("approvals")
+def test_a_rejection_skips_what_is_below_and_fails_the_run(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("approvals")
+    pg_cluster.start_worker("approvals")
     submitted = pipeline.materialize_all()
-    assert settled(pg, submitted.run_id).status == RunStatus.WAITING_APPROVAL
+    assert (
+        pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id).status
+        == RunStatus.WAITING_APPROVAL
+    )
     [request] = pipeline.approvals()
     result = pipeline.reject(request.id, by="ana", reason="not today")
     assert result.status == RunStatus.FAILED
@@ -81,17 +66,17 @@ def test_a_rejection_skips_what_is_below_and_fails_the_run(pg: Cluster) -> None:
 
 
 # --- schedules: a tick's run goes to the workers ------------------------------------------------
-def test_two_schedulers_tick_once_and_the_workers_run_it(pg: Cluster) -> None:
+def test_two_schedulers_tick_once_and_the_workers_run_it(pg_cluster: Cluster) -> None:
     from datetime import UTC, datetime
 
     from flowstone.scheduler import Scheduler
 
     schedulers = []
     for _ in range(2):
-        pipeline = pg.pipeline("diamond")
+        pipeline = pg_cluster.pipeline("diamond")
         pipeline.schedule("hourly", "join", cron="0 * * * *", with_upstream=True)
         schedulers.append(Scheduler(pipeline))
-    pg.start_worker("diamond", "--concurrency", "2")
+    pg_cluster.start_worker("diamond", "--concurrency", "2")
     before, tick = (datetime(2026, 1, 1, h, m, tzinfo=UTC) for h, m in ((9, 59), (10, 0)))
     for scheduler in schedulers:
         scheduler.tick_once(before)  # a new schedule starts from here
@@ -100,8 +85,8 @@ def test_two_schedulers_tick_once_and_the_workers_run_it(pg: Cluster) -> None:
     pipeline = schedulers[0].pipeline
     [run] = pipeline.runs()
     result = pipeline.wait_for_run(run.id, timeout=90, poll_interval=0.1)
-    assert result.status == RunStatus.SUCCESS, pg.worker_logs()
-    done = Counter(e.asset for e in pg.executions(run.id) if e.event == "done")
+    assert result.status == RunStatus.SUCCESS, pg_cluster.worker_logs()
+    done = Counter(e.asset for e in pg_cluster.executions(run.id) if e.event == "done")
     assert done == Counter({"root": 1, "left": 1, "right": 1, "join": 1})
     for scheduler in schedulers:
         scheduler.close()
@@ -109,10 +94,10 @@ def test_two_schedulers_tick_once_and_the_workers_run_it(pg: Cluster) -> None:
 
 # --- backfills: each chunk is a run on the workers ---------------------------------------------
 def test_a_backfill_from_a_distributed_pipeline_runs_its_chunks_on_the_workers(
-    pg: Cluster,
+    pg_cluster: Cluster,
 ) -> None:
-    pipeline = pg.pipeline("partitioned")
-    pg.start_worker("partitioned", "--concurrency", "2")
+    pipeline = pg_cluster.pipeline("partitioned")
+    pg_cluster.start_worker("partitioned", "--concurrency", "2")
     seen = []
     result = pipeline.backfill("regional", partitions="all", chunk_size=1, progress=seen.append)
     result.raise_for_status()
@@ -120,46 +105,53 @@ def test_a_backfill_from_a_distributed_pipeline_runs_its_chunks_on_the_workers(
     assert [pipeline.load("regional", key) for key in ("eu", "us")] == ["eu", "us"]
     # The workers ran them (they log each execution), once per partition.
     ran = Counter(
-        (e.asset, e.partition_key) for run_id in result.run_ids for e in pg.executions(run_id)
+        (e.asset, e.partition_key)
+        for run_id in result.run_ids
+        for e in pg_cluster.executions(run_id)
     )
     assert ran == Counter({("regional", "s:eu"): 1, ("regional", "s:us"): 1})
     assert seen[-1].success == 2
 
 
-def test_a_scheduler_refuses_values_the_workers_could_not_read(pg: Cluster) -> None:
+def test_a_scheduler_refuses_values_the_workers_could_not_read(pg_cluster: Cluster) -> None:
     from flowstone.errors import DistributedSetupError
     from flowstone.scheduler import Scheduler
 
-    pipeline = pg.pipeline("diamond", default_io_manager="memory")
+    pipeline = pg_cluster.pipeline("diamond", default_io_manager="memory")
     with pytest.raises(DistributedSetupError, match="would store their values in memory"):
         Scheduler(pipeline)
 
 
 def test_a_decision_from_an_in_process_pipeline_hands_a_workers_run_back_to_them(
-    pg: Cluster,
+    pg_cluster: Cluster,
 ) -> None:
     from flowstone.execution import InProcessExecutor
 
-    pipeline = pg.pipeline("approvals")
-    pg.start_worker("approvals")
+    pipeline = pg_cluster.pipeline("approvals")
+    pg_cluster.start_worker("approvals")
     submitted = pipeline.materialize_all()
-    assert settled(pg, submitted.run_id).status == RunStatus.WAITING_APPROVAL
-    local = pg.pipeline("approvals", executor=InProcessExecutor())  # e.g. a plain CLI
+    assert (
+        pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id).status
+        == RunStatus.WAITING_APPROVAL
+    )
+    local = pg_cluster.pipeline("approvals", executor=InProcessExecutor())  # e.g. a plain CLI
     [request] = local.approvals()
     assert local.approve(request.id, by="ana").status == RunStatus.RUNNING  # to the workers
-    done = settled(pg, submitted.run_id)
-    assert done.status == RunStatus.SUCCESS, pg.worker_logs()
-    ran = Counter(e.asset for e in pg.executions(submitted.run_id) if e.event == "done")
+    done = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
+    assert done.status == RunStatus.SUCCESS, pg_cluster.worker_logs()
+    ran = Counter(e.asset for e in pg_cluster.executions(submitted.run_id) if e.event == "done")
     assert ran == Counter({"gated": 2, "shipped": 1, "unrelated": 1})  # all on the workers
 
 
-def test_cancelling_a_distributed_backfill_cancels_its_chunk_on_the_workers(pg: Cluster) -> None:
+def test_cancelling_a_distributed_backfill_cancels_its_chunk_on_the_workers(
+    pg_cluster: Cluster,
+) -> None:
     import threading
 
     from distributed_fixtures.harness import wait_until
 
-    pipeline = pg.pipeline("slow_parts")
-    pg.start_worker("slow_parts", "--concurrency", "1")
+    pipeline = pg_cluster.pipeline("slow_parts")
+    pg_cluster.start_worker("slow_parts", "--concurrency", "1")
     results = []
     worker = threading.Thread(
         target=lambda: results.append(pipeline.backfill("slow_part", partitions="all"))
@@ -168,12 +160,14 @@ def test_cancelling_a_distributed_backfill_cancels_its_chunk_on_the_workers(pg: 
     wait_until(lambda: bool(pipeline.backfills()), "the backfill to start")
     backfill_id = pipeline.backfills()[0].id
     wait_until(
-        lambda: any(e.event == "done" for r in pipeline.runs() for e in pg.executions(r.id)),
+        lambda: any(
+            e.event == "done" for r in pipeline.runs() for e in pg_cluster.executions(r.id)
+        ),
         "a first partition",
     )
     pipeline.cancel_backfill(backfill_id)
     worker.join(timeout=60)
-    assert not worker.is_alive(), pg.worker_logs()
+    assert not worker.is_alive(), pg_cluster.worker_logs()
     [result] = results
     record = result.backfill
     assert record.status == "canceled"
@@ -184,15 +178,18 @@ def test_cancelling_a_distributed_backfill_cancels_its_chunk_on_the_workers(pg: 
     assert statuses <= {Status.SUCCESS, Status.CANCELLED}  # nothing left pending or running
 
 
-def test_an_approved_gate_retried_on_a_worker_does_not_ask_again(pg: Cluster) -> None:
-    pipeline = pg.pipeline("gated_retry")
-    pg.start_worker("gated_retry")
+def test_an_approved_gate_retried_on_a_worker_does_not_ask_again(pg_cluster: Cluster) -> None:
+    pipeline = pg_cluster.pipeline("gated_retry")
+    pg_cluster.start_worker("gated_retry")
     submitted = pipeline.materialize_all()
-    assert settled(pg, submitted.run_id).status == RunStatus.WAITING_APPROVAL
+    assert (
+        pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id).status
+        == RunStatus.WAITING_APPROVAL
+    )
     [request] = pipeline.approvals()
     pipeline.approve(request.id, by="ana")
-    done = settled(pg, submitted.run_id)
-    assert done.status == RunStatus.SUCCESS, pg.worker_logs()
+    done = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
+    assert done.status == RunStatus.SUCCESS, pg_cluster.worker_logs()
     [gate] = done.materializations
     assert gate.attempt == 3
     assert pipeline.load("gate_retry") == "ana"
@@ -200,19 +197,21 @@ def test_an_approved_gate_retried_on_a_worker_does_not_ask_again(pg: Cluster) ->
 
 
 def test_ctrl_c_during_a_distributed_backfill_cancels_its_chunk_and_resume_runs_each_once(
-    pg: Cluster,
+    pg_cluster: Cluster,
 ) -> None:
     import _thread
     import threading
 
     from distributed_fixtures.harness import wait_until
 
-    pipeline = pg.pipeline("slow_parts")
-    pg.start_worker("slow_parts", "--concurrency", "1")
+    pipeline = pg_cluster.pipeline("slow_parts")
+    pg_cluster.start_worker("slow_parts", "--concurrency", "1")
 
     def interrupt_after_first() -> None:
         wait_until(
-            lambda: any(e.event == "done" for r in pipeline.runs() for e in pg.executions(r.id)),
+            lambda: any(
+                e.event == "done" for r in pipeline.runs() for e in pg_cluster.executions(r.id)
+            ),
             "a first partition",
         )
         _thread.interrupt_main()
@@ -231,16 +230,19 @@ def test_ctrl_c_during_a_distributed_backfill_cancels_its_chunk_and_resume_runs_
     backfill_id = pipeline.backfills()[0].id
     pipeline.resume_backfill(backfill_id).raise_for_status()
     done = Counter(
-        e.partition_key for r in pipeline.runs() for e in pg.executions(r.id) if e.event == "done"
+        e.partition_key
+        for r in pipeline.runs()
+        for e in pg_cluster.executions(r.id)
+        if e.event == "done"
     )
     assert done == Counter({f"s:{p}": 1 for p in "abcdef"})  # nothing ran twice
 
 
-def test_a_workers_run_can_be_cancelled_from_an_in_process_pipeline(pg: Cluster) -> None:
+def test_a_workers_run_can_be_cancelled_from_an_in_process_pipeline(pg_cluster: Cluster) -> None:
     from flowstone.execution import InProcessExecutor
 
-    submitted = pg.pipeline("diamond").materialize_all()  # no worker: it stays queued
-    local = pg.pipeline("diamond", executor=InProcessExecutor())
+    submitted = pg_cluster.pipeline("diamond").materialize_all()  # no worker: it stays queued
+    local = pg_cluster.pipeline("diamond", executor=InProcessExecutor())
     done = local.cancel_run(submitted.run_id)
     assert done.run.status == RunStatus.CANCELLED
     assert done.cancelled_steps == 4

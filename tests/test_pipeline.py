@@ -552,7 +552,9 @@ def test_user_metadata_that_is_not_json_fails_before_storing() -> None:
     assert not io.exists(fs.StorageKey("a", None, "n:"))
 
 
-def test_close_releases_io_managers_that_can_close(caplog: pytest.LogCaptureFixture) -> None:
+def test_close_releases_io_managers_that_can_close(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     closed: list[str] = []
 
     class Closing(fs.MemoryIOManager):
@@ -580,7 +582,9 @@ def test_close_releases_io_managers_that_can_close(caplog: pytest.LogCaptureFixt
         default_io_manager="b",
     )
     pipeline.materialize_all().raise_for_status()
+    store = pipeline.store
+    monkeypatch.setattr(store, "close", lambda: closed.append("store"))
     pipeline.close()
     # A failing close is logged, and the others (and the store) are still closed.
-    assert sorted(closed) == ["a", "b"]
+    assert sorted(closed) == ["a", "b", "store"]
     assert "I/O manager 'a' failed to close" in caplog.text

@@ -177,46 +177,26 @@ def test_the_executor_is_chosen_by_environment(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_day_becomes_ready_once_its_last_hour_succeeded() -> None:
-    hours = fs.HourlyPartitions(start="2025-03-01", end="2025-03-08")
-    days = fs.DailyPartitions(start="2025-03-01", end="2025-03-08")
-
-    @fs.asset(partitioned_by=hours)
-    def events(ctx):  # type: ignore[no-untyped-def]
-        return 1
-
-    @fs.asset(partitioned_by=days, partition_mappings={"events": fs.TimeWindowMapping()})
-    def daily(events):  # type: ignore[no-untyped-def]
-        return len(events)
-
-    pipeline = fs.Pipeline([events, daily], store=MemoryStore())
+    pipeline = pipelines.hours_into_days(store=MemoryStore())
     day = dt.date(2025, 3, 4)
     plan = start(pipeline, partitions=(day,))
     assert len(plan.steps) == 25
-    keys = [s.partition_key for s in plan.steps if s.asset.name == "events"]
+    keys = [s.partition_key for s in plan.steps if s.asset.name == "hourly_events"]
     for key in keys[:-1]:
-        assert finish(pipeline, plan, "events", Status.SUCCESS, key=key) == Outcome()
-    assert ready(finish(pipeline, plan, "events", Status.SUCCESS, key=keys[-1])) == [
-        "daily/d:2025-03-04"
+        assert finish(pipeline, plan, "hourly_events", Status.SUCCESS, key=key) == Outcome()
+    assert ready(finish(pipeline, plan, "hourly_events", Status.SUCCESS, key=keys[-1])) == [
+        "daily_events/d:2025-03-04"
     ]
 
 
 def test_a_failed_hour_skips_the_day_that_reads_it() -> None:
-    hours = fs.HourlyPartitions(start="2025-03-01", end="2025-03-08")
-    days = fs.DailyPartitions(start="2025-03-01", end="2025-03-08")
-
-    @fs.asset(partitioned_by=hours)
-    def events(ctx):  # type: ignore[no-untyped-def]
-        return 1
-
-    @fs.asset(partitioned_by=days, partition_mappings={"events": fs.TimeWindowMapping()})
-    def daily(events):  # type: ignore[no-untyped-def]
-        return len(events)
-
-    pipeline = fs.Pipeline([events, daily], store=MemoryStore())
+    pipeline = pipelines.hours_into_days(store=MemoryStore())
     plan = start(pipeline, partitions=(dt.date(2025, 3, 4),))
-    first = next(s.partition_key for s in plan.steps if s.asset.name == "events")
-    outcome = finish(pipeline, plan, "events", Status.FAILED, key=first)
-    assert [(r.asset, r.partition_key) for r in outcome.skipped] == [("daily", "d:2025-03-04")]
+    first = next(s.partition_key for s in plan.steps if s.asset.name == "hourly_events")
+    outcome = finish(pipeline, plan, "hourly_events", Status.FAILED, key=first)
+    assert [(r.asset, r.partition_key) for r in outcome.skipped] == [
+        ("daily_events", "d:2025-03-04")
+    ]
 
 
 def test_a_step_reading_open_ended_windows_is_readied_as_planned_when_time_moves() -> None:

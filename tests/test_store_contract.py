@@ -83,7 +83,8 @@ def postgres_schema() -> Iterator[dict[str, Any]]:
     with admin.begin() as conn:
         conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
     try:
-        yield {"connect_args": {"options": f"-csearch_path={name}"}}
+        # The application name tells this test's sessions from others' in pg_locks.
+        yield {"connect_args": {"options": f"-csearch_path={name}", "application_name": name}}
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')

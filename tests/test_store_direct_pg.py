@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,19 +26,16 @@ from flowstone.records import RunStatus, Status
 from flowstone.store.direct_pg import PgConnection
 from flowstone.store.schema import audit_log, lineage, materializations, runs
 from flowstone.store.sql import SQLStore
-from test_store_contract import POSTGRES_URL, edge, event, mat, postgres_schema, run_record
+from test_store_contract import edge, event, mat, open_test_store, run_record
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def pg() -> Iterator[SQLStore]:
-    with postgres_schema() as options:
-        store = SQLStore(POSTGRES_URL, engine_options=options)
-        try:
-            yield store
-        finally:
-            store.close()
+def pg(tmp_path: Path) -> Iterator[SQLStore]:
+    with open_test_store("postgres", tmp_path) as store:
+        assert isinstance(store, SQLStore)
+        yield store
 
 
 def rows(store: SQLStore, run_id: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -122,22 +120,35 @@ def test_both_paths_write_identical_rows(pg: SQLStore) -> None:
     assert pg.find_in_run(direct, "down", "n:") == record
 
 
-def advisory_waiters(store: SQLStore) -> int:
+def advisory_locks(store: SQLStore, *, granted: bool, namespace: int | None = None) -> int:
+    """Advisory locks held (or waited for) by this test's sessions: those of its schema's
+    application name, so other tests on the same database do not count."""
+    query = (
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted = %(granted)s "
+        "AND a.application_name = current_setting('application_name')"
+    )
+    if namespace is not None:  # two-key locks of one namespace
+        query += f" AND l.classid = {namespace} AND l.objsubid = 2"
     with store.engine.connect() as conn:
-        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        return int(conn.exec_driver_sql(query).scalar_one())
+        return int(conn.exec_driver_sql(query, {"granted": granted}).scalar_one())
+
+
+def advisory_waiters(store: SQLStore) -> int:
+    return advisory_locks(store, granted=False)
 
 
 def step_locks_held(store: SQLStore) -> int:
     from flowstone.store.sql import STEP_LOCK_NAMESPACE
 
-    with store.engine.connect() as conn:
-        query = (
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            f"AND classid = {STEP_LOCK_NAMESPACE} AND objsubid = 2 "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        )
-        return int(conn.exec_driver_sql(query).scalar_one())
+    return advisory_locks(store, granted=True, namespace=STEP_LOCK_NAMESPACE)
+
+
+def lock_waiters(store: SQLStore) -> int:
+    """This test's sessions waiting for a run's lock."""
+    from flowstone.store.sql.transaction import RUN_LOCK_NAMESPACE
+
+    return advisory_locks(store, granted=False, namespace=RUN_LOCK_NAMESPACE)
 
 
 def test_a_session_claims_only_a_step_that_never_ran(pg: SQLStore) -> None:
@@ -171,19 +182,6 @@ def test_a_session_claims_only_a_step_that_never_ran(pg: SQLStore) -> None:
     pg.save_materialization(replace(record, status=Status.PENDING))
     with pg.step_session(run.id, "a", "n:", lock="t:a", claim=later) as (again, _, claimed):
         assert not claimed and again is not None and again.status == Status.PENDING
-
-
-def lock_waiters(store: SQLStore) -> int:
-    """Sessions of this test's schema waiting for an advisory lock."""
-    from flowstone.store.sql.transaction import RUN_LOCK_NAMESPACE
-
-    with store.engine.connect() as conn:
-        query = (
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            f"AND classid = {RUN_LOCK_NAMESPACE} "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        )
-        return int(conn.exec_driver_sql(query).scalar_one())
 
 
 def test_the_step_lock_lets_one_session_in_at_a_time(pg: SQLStore) -> None:
@@ -232,7 +230,10 @@ def test_a_failing_session_closes_its_connection_and_the_lock_with_it(pg: SQLSto
     run = run_record()
     pg.create_run(run, [mat("a", run_id=run.id, status=Status.PENDING)])
     clash = mat("a", run_id=run.id, status=Status.SUCCESS)  # a second record of (run, a, n:)
-    with pytest.raises(StoreError), pg.step_session(run.id, "a", "n:", lock="flowstone:a:n:"):
+    with (
+        pytest.raises(StoreError, match="conflicts with what the store holds"),
+        pg.step_session(run.id, "a", "n:", lock="flowstone:a:n:"),
+    ):
         pg.save_materialization(clash)
     assert step_locks_held(pg) == 0
     assert pg.get_materialization(clash.id) is None
@@ -291,15 +292,11 @@ def test_a_step_nothing_waits_on_costs_two_round_trips(
 ) -> None:
     seen: list[Status] = []
 
-    @fs.asset
-    def a() -> int:
-        # The posted `running` write is visible to others while the step runs (a hang guard:
-        # the server may not have read it off the socket yet).
-        for _ in range(500):
-            seen[:] = [r.status for r in pg.list_materializations(asset="a")]
-            if seen == [Status.RUNNING]:
-                break
-            time.sleep(0.01)
+    @fs.asset(code_version="v3")
+    def a(context: fs.AssetContext) -> int:
+        # The claim made the step `running`, visible to others while it runs.
+        seen[:] = [r.status for r in pg.list_materializations(asset="a")]
+        context.metadata["rows"] = 7
         return 1
 
     @fs.asset
@@ -319,10 +316,17 @@ def test_a_step_nothing_waits_on_costs_two_round_trips(
     with step_runner(pg, a, b) as runner:
         monkeypatch.setattr(PgConnection, "_send", counting_send)
         done = run_step(runner, run.id, "a")
-        # The step lock with the step's read; then its outcome, committed with the read of
-        # what is left and the lock's release (no run lock: nothing can wait on a leaf).
+        # The step lock, the claim and the step's read; then its outcome, committed with the
+        # read of what is left and the lock's release (no run lock: nothing waits on a
+        # leaf). No `running` write of its own: the claim was it.
         assert (sends, seen) == (2, [Status.RUNNING])
         assert done == "a success (attempt 1); 0 enqueued"
+        # The row the lock-free commit wrote holds the whole outcome.
+        (saved,) = pg.list_materializations(asset="a")
+        assert (saved.status, saved.attempt, saved.code_version) == (Status.SUCCESS, 1, "v3")
+        assert saved.metadata == {"rows": 7}
+        assert saved.started_at is not None and saved.completed_at is not None
+        assert saved.completed_at >= saved.started_at and saved.duration_ms is not None
         sends = 0
         run_step(runner, run.id, "b")
         # The last step then closes the run under its lock: the run with what is left, the
@@ -478,14 +482,11 @@ def test_a_superseded_attempt_writes_nothing_over_the_newer_one(pg: SQLStore, ou
     assert step_locks_held(pg) == 0
 
 
-def test_a_gate_s_waiting_record_is_never_overwritten_by_its_posted_running_write(
-    pg: SQLStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_gate_that_ran_before_asks_again_as_its_next_attempt(pg: SQLStore) -> None:
     # A gate asks before anything runs: its request is written on another connection right
-    # after the step session posted `running`. If PostgreSQL ran the posted write last, it
-    # overwrote `waiting_approval` (1-13 in 300 steps under load) and the run waited forever.
-    # Holding posted writes back until the next round trip makes that order certain here.
-    monkeypatch.setattr(PgConnection, "post", lambda self: None)
+    # after the step's `running` record. That record must be committed first, or it could
+    # overwrite `waiting_approval` and the run would wait forever (it once was sent without
+    # waiting, and did, 1-13 times in 300 steps under load).
 
     @fs.asset(approval=fs.Approval("Go?"))
     def gate() -> int:
@@ -493,7 +494,10 @@ def test_a_gate_s_waiting_record_is_never_overwritten_by_its_posted_running_writ
 
     with step_runner(pg, gate) as runner:
         run = run_record(targets=("gate",))
-        pg.create_run(run, [mat("gate", run_id=run.id, status=Status.PENDING)])
+        # A step that ran before (its worker died, say) is not claimed: its `running` write
+        # is the materializer's own, posted.
+        ran = mat("gate", run_id=run.id, status=Status.PENDING)
+        pg.create_run(run, [replace(ran, started_at=ran.created_at)])
         assert run_step(runner, run.id, "gate").startswith("gate waiting for approval")
         (record,) = pg.list_materializations(run_id=run.id)
-        assert (record.status, record.attempt) == (Status.WAITING_APPROVAL, 1)
+        assert (record.status, record.attempt) == (Status.WAITING_APPROVAL, 2)

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 import flowstone as fs
+from flowstone.records import RunResult, RunStatus
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES = Path(__file__).with_name("pipelines.py")
@@ -112,6 +115,14 @@ class Cluster:
             if run_id is None or run == run_id:
                 found.append(Execution(float(at), run, asset, key, int(attempt), event))
         return sorted(found, key=lambda e: e.at)
+
+    def finish(self, pipeline: fs.Pipeline, run_id: str, timeout: float = 90) -> RunResult:
+        """The run's result once it ended or rests on approvals (fails with the workers' logs
+        when it is still running after ``timeout``: a hang guard)."""
+        result = pipeline.wait_for_run(run_id, timeout=timeout, poll_interval=0.1)
+        if result.status == RunStatus.RUNNING:
+            pytest.fail(f"run {run_id} still running after {timeout} s\n{self.worker_logs()}")
+        return result
 
     def worker_logs(self) -> str:
         """Every worker's output, for failure messages."""

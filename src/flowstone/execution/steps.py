@@ -6,15 +6,20 @@ queue's API (``flowstone.worker`` wires it into procrastinate). For one job it:
 1. reads the JSON arguments, resolves the asset name against the worker's own pipeline and
    decodes the partition; anything that does not fit is rejected for good, with the reason
    recorded in the store (nothing named in a job is ever imported);
-2. takes the step lock (two workers never run one (asset, partition) at once) and reads the
-   step's record in the store's step session (:meth:`~flowstone.store.sql.SQLStore.step_session`:
-   on PostgreSQL one connection for the whole step, its writes pipelined); a step already
-   final (a duplicate job) or of a run no longer running is a no-op; a ``running`` record is an
-   attempt that died and is superseded;
-3. runs the materializer, whose final write happens in a run transaction
-   (:class:`_Finisher`): it fences out a superseded attempt, applies the asset's retry policy,
-   and, for a final status, enqueues the steps made ready or skips those below a failure, and
-   closes the run when it was the last step: one commit for all of it.
+2. in the store's step session (:meth:`~flowstone.store.sql.SQLStore.step_session`: one
+   PostgreSQL connection for the whole step, its writes pipelined) takes the step lock (two
+   workers never run one (asset, partition) at once), *claims* a step that never ran (makes it
+   ``running``: the materializer writes no ``running`` record of its own) and reads the step's
+   record, in one round trip; a step already final (a duplicate job) or of a run no longer
+   running is a no-op (closing the run if nothing is left); a ``running`` record it did not
+   claim is an attempt that died and is superseded;
+3. reads the records of the step's in-run dependencies (one read each) and runs the
+   materializer, whose final write goes to :class:`_Finisher`. A success of an asset without
+   dependents commits without the run's lock (:meth:`~flowstone.store.sql.SQLStore.commit_attempt`)
+   and the runner closes the run afterwards if it was the last step; any other outcome is
+   recorded in a run transaction that fences out a superseded attempt, applies the asset's
+   retry policy, and, for a final status, enqueues the steps made ready or skips those below a
+   failure, and closes the run when it was the last step: one commit for all of it.
 """
 
 from __future__ import annotations

@@ -6,11 +6,13 @@ read, the final record, its audit, the run twice, the count of unfinished steps,
 one a checkout from the pool and several hundred microseconds of Python. Here a step keeps one
 connection for its whole duration (a *step session*, bound to the worker's thread) and sends
 what belongs together in one psycopg pipeline: writes are queued and go out with the next read
-or the COMMIT. A write nobody needs to wait for is *posted*: sent at once, its result read with
-the next round trip. A step nothing waits on (an asset without dependents) costs two round
-trips: the step lock, the claim that makes a never-started step ``running`` and the step's read;
-then its outcome's transaction committed with the read of what is left in its run
-(``SQLStore.commit_attempt``; the fencing check is the final write's own condition).
+or the COMMIT. A step that never ran, of an asset without dependents, costs two round trips,
+plus one read per dependency that is a step of its run: the step lock, the claim that makes it
+``running`` and the step's read; then its outcome's transaction committed with the read of what
+is left in its run (``SQLStore.commit_attempt``; the fencing check is the final write's own
+condition). A step that ran before is not claimed and writes its ``running`` record in a round
+trip of its own, committed before anything else of the step is written (an approval request,
+on another connection, must not be overwritten by it).
 
 The statements are still the Core statements of :mod:`flowstone.store.sql` (the one place SQL is
 written; the step session's own are in :mod:`flowstone.store.sql.step_sessions`), compiled once
@@ -134,16 +136,13 @@ class PgConnection:
     """One psycopg connection (autocommit; transactions are explicit) with a statement queue.
 
     Writes are queued; :meth:`read` and :meth:`flush` send the queue and the read in one
-    pipeline, so they cost one round trip together. :meth:`post` sends the queue without
-    waiting: the connection stays in pipeline mode, and the results are read (and checked)
-    with the next round trip.
+    pipeline, so they cost one round trip together.
     """
 
     def __init__(self, connection: psycopg.Connection[Any], on_error: ErrorMap) -> None:
         self.driver = connection
         self._queue: list[_Queued] = []
-        #: Posted statements whose results are not read yet, and the pipeline they went in.
-        self._in_flight: list[_Queued] = []
+        #: The pipeline of the round trip being sent.
         self._pipeline: AbstractContextManager[Any] | None = None
         self._on_error = on_error
         #: The step lock this connection holds, and its step (run id, asset, partition key):
@@ -208,8 +207,8 @@ class PgConnection:
         ]
 
     def flush(self) -> None:
-        """Send the queued statements, and read the results of the posted ones."""
-        if self._queue or self._in_flight:
+        """Send the queued statements (one round trip), if any."""
+        if self._queue:
             self._send()
 
     def send_checks(self) -> None:
@@ -218,27 +217,9 @@ class PgConnection:
         if any(item.check is not None for item in self._queue):
             self._send()
 
-    def post(self) -> None:
-        """Send the queued statements now without waiting for their results; they are read,
-        and their errors raised, with the next round trip (:meth:`read`, :meth:`flush`)."""
-        import psycopg
-
-        sent, self._queue = self._queue, []
-        self._in_flight += sent
-        try:
-            self._execute(sent)
-        except psycopg.Error as exc:
-            self._end_pipeline(exc)
-            self._in_flight.clear()
-            raise self._on_error(exc, sent[-1].doing if sent else "write") from exc
-
     def discard(self) -> None:
-        """Forget the queue (the transaction is being rolled back), and read whatever was
-        posted (its errors are ignored: the caller is failing already)."""
+        """Forget the queue (the transaction is being rolled back)."""
         self._queue.clear()
-        self._in_flight.clear()
-        with suppress(Exception):
-            self._end_pipeline(None)
 
     def _execute(self, items: Sequence[_Queued]) -> None:
         """Send ``items`` in the connection's pipeline (entered if needed), without waiting."""
@@ -269,7 +250,7 @@ class PgConnection:
         import psycopg
 
         queued, self._queue = self._queue, []
-        sent, self._in_flight = [*self._in_flight, *queued], []
+        sent = queued
         doing = sent[-1].doing if sent else "write"
         try:
             self._execute(queued)
@@ -352,9 +333,9 @@ class PgSessions:
         import psycopg
 
         driver = connection.driver
-        if clean and (connection._in_flight or connection._pipeline is not None):
+        if clean and connection._queue:
             try:
-                connection.flush()  # posted writes nobody read back (never in a step)
+                connection.flush()  # queued writes nothing sent (never in a step)
             except StoreError:
                 clean = False
         idle = (

@@ -235,19 +235,13 @@ class _PgStatements:
         lineage: Sequence[LineageEdge],
         audit: Sequence[AuditEvent],
     ) -> None:
-        """``save_materialization`` outside a run transaction: one round trip, or none for a
-        step's ``running`` record, which is posted (sent, its result read with the next round
-        trip: see ``_NO_FLUSH`` for why it may be lost)."""
+        """``save_materialization`` outside a run transaction: one round trip (a step's
+        ``running`` record when it was not claimed: a step that ran before)."""
         if conn.superseded is not None:
             raise conn.superseded  # the step belongs to a newer attempt: write nothing more
         conn.command("BEGIN")
         self.queue_materialization(conn, record, lineage, audit)
-        # An explicit COMMIT, executed as it arrives: a posted write is visible at once, not
-        # when the next round trip syncs the pipeline.
         conn.command("COMMIT")
-        if record.status == Status.RUNNING and not lineage and not audit:
-            conn.post()
-            return
         _send_or_roll_back(conn)
 
     # --- reads ------------------------------------------------------------------------------
@@ -447,10 +441,10 @@ class _PgRunTransaction:
     lock is the same advisory lock as :class:`_SQLRunTransaction`'s, taken first, so the two
     kinds of transactions take turns on a run. Within the transaction the run is read once, and
     the count of unfinished steps comes with that read (until the next write): after a step's
-    final record, :func:`~flowstone.execution.scheduling.after_final` asks for both, so a
-    step that makes nothing ready commits in two round trips: BEGIN, the run lock, its writes
-    (the fencing check is the final write's condition: :meth:`save_attempt`) and the run's read
-    in one, the COMMIT in the other.
+    final record, :func:`~flowstone.execution.scheduling.after_final` asks for both: BEGIN,
+    the run lock, its writes (the fencing check is the final write's condition:
+    :meth:`save_attempt`) and the run's read go in one round trip; then one read per child
+    that may be ready, and per other dependency of that child; then the COMMIT.
     """
 
     def __init__(self, statements: _PgStatements, conn: PgConnection, run_id: str) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from flowstone.checkpoints import ApprovalRecord
 from flowstone.errors import StoreError, StoreUnavailableError
 from flowstone.records import (
     AuditEvent,
@@ -244,20 +243,6 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
             StoreError: no step session is open in this thread.
         """
         return self._pgs.commit_attempt(self._session(), record, lineage, audit, superseded)
-
-    def request_approval(
-        self,
-        approval: ApprovalRecord,
-        materialization: MaterializationRecord,
-        audit: Sequence[AuditEvent] = (),
-    ) -> None:
-        # In a worker's step session this step's `running` may be posted and not yet run by
-        # PostgreSQL: it goes first, or it could overwrite the `waiting_approval` written here
-        # on another connection (and the run would wait for a step shown running forever).
-        bound = self._bound()
-        if bound is not None:
-            bound.flush()
-        super().request_approval(approval, materialization, audit)
 
     # --- step sessions (distributed workers) ------------------------------------------------
     @contextmanager
