@@ -116,8 +116,12 @@ def test_both_paths_write_identical_rows(pg: SQLStore) -> None:
     with pg.step_session(direct, "down", "n:", lock="test:read") as (record, status, _):
         assert record == pg.get_materialization(direct[:16] + "d" * 16)
         assert status == RunStatus.SUCCESS
-        assert pg.find_in_run(direct, "down", "n:") == record
-    assert pg.find_in_run(direct, "down", "n:") == record
+        assert pg.find_in_run(direct, [("down", "n:"), ("up", "n:"), ("gone", "n:")]) == {
+            ("down", "n:"): record,
+            ("up", "n:"): pg.get_materialization(direct[:16] + "u" * 16),
+        }
+    assert pg.find_in_run(direct, [("down", "n:")]) == {("down", "n:"): record}
+    assert pg.find_in_run(direct, []) == {}
 
 
 def advisory_locks(store: SQLStore, *, granted: bool, namespace: int | None = None) -> int:
@@ -340,6 +344,42 @@ def test_a_step_nothing_waits_on_costs_two_round_trips(
         ("b", Status.SUCCESS, 1),
     ]
     assert step_locks_held(pg) == 0
+
+
+def test_a_step_reads_its_in_run_dependencies_in_one_round_trip(
+    pg: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @fs.asset
+    def a() -> int:
+        return 1
+
+    @fs.asset
+    def b() -> int:
+        return 2
+
+    @fs.asset
+    def c(a: None, b: None) -> int:  # the null I/O manager here loads None
+        return 3
+
+    run = run_record(targets=("a", "b", "c"))
+    done = {name: mat(name, run_id=run.id, status=Status.SUCCESS) for name in ("a", "b")}
+    pg.create_run(run, [*done.values(), mat("c", run_id=run.id, status=Status.PENDING)])
+    sends = 0
+    real_send = PgConnection._send
+
+    def counting_send(self: PgConnection) -> None:
+        nonlocal sends
+        sends += 1
+        real_send(self)
+
+    with step_runner(pg, a, b, c) as runner:
+        monkeypatch.setattr(PgConnection, "_send", counting_send)
+        assert run_step(runner, run.id, "c") == "c success (attempt 1); 0 enqueued"
+    # Lock, claim and read; both dependencies' records; the outcome. Then the run closes.
+    assert sends == 3 + 3
+    (saved,) = pg.list_materializations(run_id=run.id, asset="c")
+    read = {node.asset for node in pg.upstream(saved.id, depth=1)}
+    assert read >= {"a", "b"}
 
 
 def test_the_retried_job_of_a_worker_that_died_before_closing_the_run_closes_it(

@@ -13,7 +13,7 @@ queue's API (``flowstone.worker`` wires it into procrastinate). For one job it:
    record, in one round trip; a step already final (a duplicate job) or of a run no longer
    running is a no-op (closing the run if nothing is left); a ``running`` record it did not
    claim is an attempt that died and is superseded;
-3. reads the records of the step's in-run dependencies (one read each) and runs the
+3. reads the records of the step's in-run dependencies (one round trip for all) and runs the
    materializer, whose final write goes to :class:`_Finisher`. A success of an asset without
    dependents commits without the run's lock (:meth:`~flowstone.store.sql.SQLStore.commit_attempt`)
    and the runner closes the run afterwards if it was the last step; any other outcome is
@@ -254,12 +254,8 @@ class StepRunner:
         ``record`` is its ``running`` record, saved already (the session claimed the step)."""
         # Dependencies that are steps of this run are read from this run's records (the others
         # from the latest success in the store, as in an in-process run).
-        upstream = {}
         deps = step_deps(self._graph, job.asset, step.partition, as_of=record.created_at)
-        for dep in deps:
-            found = self._store.find_in_run(job.run_id, *dep)
-            if found is not None:
-                upstream[dep] = found
+        upstream = self._store.find_in_run(job.run_id, deps)  # one round trip for all
         step = replace(step, deps_in_plan=tuple(upstream))
         finisher = _Finisher(self, job, queue_name)
         try:

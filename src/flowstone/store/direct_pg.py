@@ -1,18 +1,18 @@
 """PostgreSQL's hot path: a worker's step, run on one psycopg connection, pipelined.
 
-A distributed worker's step used to cost about seventeen round trips through SQLAlchemy (the
-step's record, the run, ``running``, then a run transaction: BEGIN, the run lock, the fencing
-read, the final record, its audit, the run twice, the count of unfinished steps, COMMIT), each
-one a checkout from the pool and several hundred microseconds of Python. Here a step keeps one
-connection for its whole duration (a *step session*, bound to the worker's thread) and sends
-what belongs together in one psycopg pipeline: writes are queued and go out with the next read
-or the COMMIT. A step that never ran, of an asset without dependents, costs two round trips,
-plus one read per dependency that is a step of its run: the step lock, the claim that makes it
-``running`` and the step's read; then its outcome's transaction committed with the read of what
-is left in its run (``SQLStore.commit_attempt``; the fencing check is the final write's own
-condition). A step that ran before is not claimed and writes its ``running`` record in a round
-trip of its own, committed before anything else of the step is written (an approval request,
-on another connection, must not be overwritten by it).
+A distributed worker's step used to cost about seventeen round trips through SQLAlchemy (the step's
+record, the run, ``running``, then a run transaction: BEGIN, the run lock, the fencing read, the
+final record, its audit, the run twice, the count of unfinished steps, COMMIT), each one a checkout
+from the pool and several hundred microseconds of Python. Here a step keeps one connection for its
+whole duration (a *step session*, bound to the worker's thread) and sends what belongs together in
+one psycopg pipeline: writes are queued and go out with the next read or the COMMIT. A step that
+never ran, of an asset without dependents, costs two round trips (and one more for the records of
+its dependencies that are steps of its run, if any): the step lock, the claim that makes it
+``running`` and the step's read; then its outcome's transaction committed with the read of what is
+left in its run (``SQLStore.commit_attempt``; the fencing check is the final write's own
+condition). A step that ran before is not claimed and writes its ``running`` record in a round trip
+of its own, committed before anything else of the step is written (an approval request, on another
+connection, must not be overwritten by it).
 
 The statements are still the Core statements of :mod:`flowstone.store.sql` (the one place SQL is
 written; the step session's own are in :mod:`flowstone.store.sql.step_sessions`), compiled once

@@ -245,6 +245,19 @@ class _PgStatements:
         _send_or_roll_back(conn)
 
     # --- reads ------------------------------------------------------------------------------
+    def find_many(
+        self, conn: PgConnection, run_id: str, steps: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], MaterializationRecord]:
+        """The run's records of ``steps`` it has, in one round trip."""
+        if not steps:
+            return {}
+        reads = [
+            (self.find_one, {"run_id": run_id, "asset": asset, "partition_key": key})
+            for asset, key in steps
+        ]
+        found = conn.reads(reads, doing="read the materializations")
+        return {step: _mat_record(rows[0]) for step, rows in zip(steps, found, strict=True) if rows}
+
     def find(
         self, conn: PgConnection, run_id: str, asset: str, partition_key: str
     ) -> MaterializationRecord | None:

@@ -289,17 +289,21 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
 
     @_wraps_errors("read the step")
     def find_in_run(
-        self, run_id: str, asset: str, partition_key: str
-    ) -> MaterializationRecord | None:
-        """The run's record of (asset, partition), or None (through the thread's step session
-        on PostgreSQL, when one is open)."""
+        self, run_id: str, steps: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], MaterializationRecord]:
+        """The run's records of ``steps`` ((asset, encoded partition) pairs) that it has: in
+        one round trip through the thread's step session, when one is open."""
         bound = self._bound()
         if bound is not None:
-            return self._pgs.find(bound, run_id, asset, partition_key)
-        params = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
+            return self._pgs.find_many(bound, run_id, steps)
+        found = {}
         with self._serial, self._read.connect() as conn:
-            row = conn.execute(_FIND_IN_RUN, params).first()
-        return None if row is None else _mat_record(row)
+            for asset, key in steps:
+                params = {"run_id": run_id, "asset": asset, "partition_key": key}
+                row = conn.execute(_FIND_IN_RUN, params).first()
+                if row is not None:
+                    found[(asset, key)] = _mat_record(row)
+        return found
 
     def _bound(self) -> PgConnection | None:
         """The connection of the step session open in this thread, if any."""
