@@ -406,6 +406,36 @@ def test_latest_materialization_of_one_status(store: MetadataStore) -> None:
     assert store.latest_materialization("nope", "n:") is None
 
 
+def test_latest_materializations_of_many_partitions_match_one_by_one(
+    store: MetadataStore,
+) -> None:
+    r1, r2, r3 = "1" * 32, "2" * 32, "3" * 32
+    saved = [
+        mat("a", "s:1", run_id=r1, created=1),
+        mat("a", "s:1", run_id=r2, created=2, status=Status.FAILED),  # newer, failed
+        mat("a", "s:2", run_id=r1, created=5),
+        mat("a", "s:2", run_id=r2, created=5),  # a tie: the later saved wins
+        mat("a", "s:3", run_id=r3, created=1, status=Status.FAILED),  # no success at all
+        mat("b", "s:1", run_id=r3, created=9),  # another asset
+    ]
+    for record in saved:
+        store.save_materialization(record)
+    keys = ["s:1", "s:2", "s:3", "s:4", "s:1"]  # s:4 never recorded; s:1 asked twice
+    for status in (None, Status.SUCCESS, Status.FAILED):
+        one_by_one = {
+            key: found
+            for key in keys
+            if (found := store.latest_materialization("a", key, status=status)) is not None
+        }
+        assert store.latest_materializations("a", keys, status=status) == one_by_one
+    assert store.latest_materializations("a", keys, status=Status.SUCCESS) == {
+        "s:1": saved[0],
+        "s:2": saved[3],
+    }
+    assert store.latest_materializations("a", []) == {}
+    assert store.latest_materializations("nope", keys) == {}
+
+
 def test_list_materializations_filters_and_orders_newest_first(store: MetadataStore) -> None:
     r1, r2 = "1" * 32, "2" * 32
     a1 = mat("a", "s:1", run_id=r1, created=1)

@@ -372,12 +372,17 @@ class Materializer:
         for read in self._graph.reads(step.asset.name, step.partition, as_of=step.created_at):
             records: list[tuple[MaterializationRecord, Partition]] = []
             missing: list[str] = []
+            # What this run did not produce: the latest successes, in one query for the window.
+            elsewhere = [key for key in read.keys if (read.dep, key) not in upstream]
+            stored = (
+                self._store.latest_materializations(read.dep, elsewhere, status=Status.SUCCESS)
+                if elsewhere
+                else {}
+            )
             for partition, key in zip(read.partitions, read.keys, strict=True):
                 record = upstream.get((read.dep, key))
                 if record is None:
-                    record = self._store.latest_materialization(
-                        read.dep, key, status=Status.SUCCESS
-                    )
+                    record = stored.get(key)
                 if record is not None:
                     records.append((record, partition))
                 elif not read.allow_missing:

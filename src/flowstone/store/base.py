@@ -120,6 +120,13 @@ class MetadataStore(Protocol):
         """Materializations matching every filter given, newest first."""
         ...
 
+    def latest_materializations(
+        self, asset: str, partition_keys: Sequence[str], *, status: Status | None = None
+    ) -> dict[str, MaterializationRecord]:
+        """:meth:`latest_materialization` of many partitions of one asset, in one query: by
+        partition key, for the keys that have one."""
+        ...
+
     def latest_per_partition(
         self, assets: Sequence[str] | None = None
     ) -> list[MaterializationRecord]:

@@ -151,6 +151,16 @@ class MemoryStore:
         )
         return found[0] if found else None
 
+    def latest_materializations(
+        self, asset: str, partition_keys: Sequence[str], *, status: Status | None = None
+    ) -> dict[str, MaterializationRecord]:
+        found = {}
+        for key in dict.fromkeys(partition_keys):
+            record = self.latest_materialization(asset, key, status=status)
+            if record is not None:
+                found[key] = record
+        return found
+
     def list_materializations(
         self,
         *,

@@ -123,3 +123,12 @@ class SQLStoreCore:
         self._latest_per_partition_of = latest_per_partition(
             m.c.asset.in_(sa.bindparam("assets", expanding=True))
         )
+        # Several partitions of one asset (the windows a partition mapping reads).
+        of_keys = (
+            m.c.asset == sa.bindparam("asset"),
+            m.c.partition_key.in_(sa.bindparam("keys", expanding=True)),
+        )
+        self._latest_of_keys = latest_per_partition(*of_keys)
+        self._latest_of_keys_with_status = latest_per_partition(
+            *of_keys, m.c.status == sa.bindparam("status")
+        )

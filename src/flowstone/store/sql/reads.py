@@ -21,6 +21,9 @@ from flowstone.store.sql.rows import (
     _run_record,
 )
 
+#: Partition keys per statement of latest_materializations.
+_KEYS_PER_READ = 5_000
+
 
 class RunReads(SQLStoreCore):
     """Reads of runs, materializations and the audit log."""
@@ -56,6 +59,25 @@ class RunReads(SQLStoreCore):
         with self._serial, self._read.connect() as conn:
             row = conn.execute(stmt, params).first()
         return None if row is None else _mat_record(row)
+
+    @_wraps_errors("read the latest materializations")
+    def latest_materializations(
+        self, asset: str, partition_keys: Sequence[str], *, status: Status | None = None
+    ) -> dict[str, MaterializationRecord]:
+        keys = list(dict.fromkeys(partition_keys))
+        params: dict[str, Any] = {"asset": asset}
+        stmt = self._latest_of_keys
+        if status is not None:
+            stmt, params["status"] = self._latest_of_keys_with_status, status.value
+        found: dict[str, MaterializationRecord] = {}
+        with self._serial, self._read.connect() as conn:
+            # In batches: SQLite takes at most 32,766 parameters in a statement.
+            for start in range(0, len(keys), _KEYS_PER_READ):
+                params["keys"] = keys[start : start + _KEYS_PER_READ]
+                for row in conn.execute(stmt, params).all():
+                    record = _mat_record(row)
+                    found[record.partition_key] = record
+        return found
 
     @_wraps_errors("list materializations")
     def list_materializations(
