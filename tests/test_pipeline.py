@@ -12,6 +12,7 @@ import pytest
 
 import flowstone as fs
 from flowstone.errors import (
+    DefinitionError,
     NotMaterializedError,
     PartitionError,
     RunFailedError,
@@ -588,3 +589,20 @@ def test_close_releases_io_managers_that_can_close(
     # A failing close is logged, and the others (and the store) are still closed.
     assert sorted(closed) == ["a", "b", "store"]
     assert "I/O manager 'a' failed to close" in caplog.text
+
+
+def test_materialize_takes_names_assets_or_one_list_of_them() -> None:
+    @fs.asset
+    def a() -> int:
+        return 1
+
+    @fs.asset
+    def b(a: int) -> int:
+        return a + 1
+
+    pipeline = fs.Pipeline([a, b], store="memory")
+    assert [r.asset for r in pipeline.materialize(["a", b]).materializations] == ["a", "b"]
+    assert [r.asset for r in pipeline.materialize(a).materializations] == ["a"]
+    with pytest.raises(DefinitionError, match="Expected an asset name or an @asset function"):
+        pipeline.materialize(5)  # type: ignore[arg-type]
+    pipeline.close()

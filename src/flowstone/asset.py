@@ -381,3 +381,26 @@ def _read_signature(asset_name: str, func: Callable[..., Any]) -> tuple[bool, tu
                 f"Asset {asset_name!r}: the context parameter {param.name!r} must come first."
             )
     return wants_context, tuple(p.name for p in params)
+
+
+def asset_names(assets: str | AssetDef | Iterable[str | AssetDef]) -> list[str]:
+    """The names of ``assets``: one name or asset, or an iterable of them.
+
+    Raises:
+        DefinitionError: something else where an asset is expected.
+    """
+    # Anything else that is not iterable is reported below, as the one item it is.
+    items: list[object] = [assets]
+    if isinstance(assets, Iterable) and not isinstance(assets, str):
+        items = list(assets)
+    names = []
+    for item in items:
+        if isinstance(item, AssetDef):
+            names.append(item.name)
+        elif isinstance(item, str):
+            names.append(item)
+        else:
+            raise DefinitionError(
+                f"Expected an asset name or an @asset function, got {type(item).__name__} {item!r}."
+            )
+    return names

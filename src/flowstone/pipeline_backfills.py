@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from flowstone.asset import AssetDef
+from flowstone.asset import AssetDef, asset_names
 from flowstone.execution import Executor
 from flowstone.execution.distributed import DistributedExecutor
 from flowstone.materializer import IOSelection, Materializer
@@ -76,9 +76,8 @@ class PipelineBackfills(PipelineMaterialize):
             )
             print(result.backfill.success, "done,", result.backfill.failed, "failed")
         """
-        items = [assets] if isinstance(assets, str | AssetDef) else list(assets)
         return self._get_backfiller().start(
-            [a.name if isinstance(a, AssetDef) else a for a in items],
+            asset_names(assets),
             partitions=partitions,
             start=start,
             end=end,

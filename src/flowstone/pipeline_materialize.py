@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from flowstone.asset import AssetDef
+from flowstone.asset import AssetDef, asset_names
 from flowstone.errors import DefinitionError, suggest
 from flowstone.execution import Executor
 from flowstone.execution.distributed import DistributedExecutor
@@ -38,7 +38,7 @@ class PipelineMaterialize(PipelineCore):
     # --- running ---------------------------------------------------------------------------
     def materialize(
         self,
-        *assets: str | AssetDef,
+        *assets: str | AssetDef | Sequence[str | AssetDef],
         partition: Partition = None,
         with_upstream: bool = False,
         io_manager: str | None = None,
@@ -53,7 +53,7 @@ class PipelineMaterialize(PipelineCore):
         ``result.raise_for_status()``.
 
         Args:
-            assets: Asset names (or the assets themselves).
+            assets: Asset names (or the assets themselves), or one list of them.
             partition: The partition to materialize; required when an asset is partitioned.
             with_upstream: Also materialize every asset they depend on, first.
             io_manager: Store (and load) every value of this run through this I/O manager.
@@ -65,7 +65,7 @@ class PipelineMaterialize(PipelineCore):
             PartitionError: the partition is missing, malformed, or outside an asset's
                 partitions.
         """
-        names = [a.name if isinstance(a, AssetDef) else a for a in assets]
+        names = [name for given in assets for name in asset_names(given)]
         if io_manager is not None and io_manager not in self._io.managers:
             near = suggest(io_manager, self._io.managers)
             raise DefinitionError(
@@ -79,7 +79,7 @@ class PipelineMaterialize(PipelineCore):
 
     def materialize_all(
         self,
-        *assets: str | AssetDef,
+        *assets: str | AssetDef | Sequence[str | AssetDef],
         partition: Partition = None,
         io_manager: str | None = None,
         run_id: str | None = None,

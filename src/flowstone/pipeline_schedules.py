@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flowstone.asset import AssetDef
+from flowstone.asset import AssetDef, asset_names
 from flowstone.errors import ScheduleDefinitionError
 from flowstone.pipeline_core import PipelineCore
 
@@ -71,8 +71,7 @@ class PipelineSchedules(PipelineCore):
                 timezone="Europe/Oslo", partition="previous_day", with_upstream=True,
             )
         """
-        items = [asset] if isinstance(asset, str | AssetDef) else list(asset)
-        targets = [self.graph.get(a.name if isinstance(a, AssetDef) else a).name for a in items]
+        targets = [self.graph.get(name).name for name in asset_names(asset)]
         if name in self._schedules:
             raise ScheduleDefinitionError(name, "a schedule with this name is already declared")
         from flowstone.schedules import define_schedule
