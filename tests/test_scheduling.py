@@ -244,3 +244,40 @@ def test_a_run_shows_waiting_only_while_its_step_still_waits() -> None:
     assert store.run_transaction(plan.run_id, lambda tx: mark_waiting(tx, asked)) is None
     again = store.get_run(plan.run_id)
     assert again is not None and again.status == RunStatus.RUNNING
+
+
+def two_days_pipeline(store: MemoryStore, start_day: str) -> fs.Pipeline:
+    days = fs.DailyPartitions(start_day, "2025-03-01")
+
+    @fs.asset(partitioned_by=days)
+    def a() -> int:
+        return 1
+
+    @fs.asset(partitioned_by=days)
+    def b(a: int) -> int:
+        return a
+
+    return fs.Pipeline([a, b], store=store)
+
+
+def test_a_failure_skips_the_steps_below_it_even_if_their_partition_left_the_definition() -> None:
+    # Planned for Jan 15; a worker runs a definition that now starts in February, rejects
+    # `a`'s job (bad partition), and must still skip `b` and end the run.
+    store = MemoryStore()
+    plan = start(two_days_pipeline(store, "2025-01-01"), partitions=(dt.date(2025, 1, 15),))
+    changed = two_days_pipeline(store, "2025-02-01")
+    outcome = finish(changed, plan, "a", Status.FAILED, key="d:2025-01-15")
+    assert [(r.asset, r.status) for r in outcome.skipped] == [("b", Status.SKIPPED)]
+    assert outcome.closed == RunStatus.FAILED
+
+
+def test_an_orphaned_tick_run_whose_partition_left_the_definition_is_given_up_with_why() -> None:
+    from flowstone.scheduler.launch import plan_from_pending
+
+    store = MemoryStore()
+    plan = start(two_days_pipeline(store, "2025-01-01"), partitions=(dt.date(2025, 1, 15),))
+    run = store.get_run(plan.run_id)
+    assert run is not None
+    pending = store.list_materializations(run_id=run.id, limit=None)
+    reason = plan_from_pending(two_days_pipeline(store, "2025-02-01"), run, pending)
+    assert isinstance(reason, str) and "d:2025-01-15" in reason

@@ -535,7 +535,7 @@ def test_a_gate_that_ran_before_asks_again_as_its_next_attempt(pg: SQLStore) -> 
     with step_runner(pg, gate) as runner:
         run = run_record(targets=("gate",))
         # A step that ran before (its worker died, say) is not claimed: its `running` write
-        # is the materializer's own, posted.
+        # is the materializer's own.
         ran = mat("gate", run_id=run.id, status=Status.PENDING)
         pg.create_run(run, [replace(ran, started_at=ran.created_at)])
         assert run_step(runner, run.id, "gate").startswith("gate waiting for approval")

@@ -68,17 +68,26 @@ def step_of(
     present: Collection[StepKey] = (),
     *,
     approval: ApprovalRecord | None = None,
+    validate: bool = True,
 ) -> Step:
-    """The step a run's stored record stands for (same id and creation time), its partition
-    validated by the asset's definition; its in-plan dependencies are those of its
-    dependencies in ``present`` (the planner's rule, :func:`deps_in`, as of the run's creation).
+    """The step a run's stored record stands for (same id and creation time); its in-plan
+    dependencies are those of its dependencies in ``present`` (the planner's rule,
+    :func:`deps_in`, as of the run's creation).
+
+    Args:
+        validate: Check the partition against the asset's definition (as it is in this
+            process: it may have changed since the run was planned). Off where the step is
+            only recorded, never run (skipped below a failure).
 
     Raises:
         UnknownAssetError: the record's asset is not in ``graph``.
-        PartitionError: the record's partition key is malformed or not the asset's.
+        PartitionError: the record's partition key is malformed, or (``validate``) not one of
+            the asset's partitions.
     """
     asset = graph.get(record.asset)
-    partition = resolve_partition(asset, decode_partition(record.partition_key))
+    partition = decode_partition(record.partition_key)
+    if validate:
+        partition = resolve_partition(asset, partition)
     deps = (
         deps_in(graph, asset.name, partition, present, as_of=record.created_at) if present else ()
     )

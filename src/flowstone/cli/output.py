@@ -17,11 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flowstone.errors import PartitionError
 from flowstone.graph import AssetGraph
-from flowstone.partitions import decode_partition, encode_partition, partition_repr
+from flowstone.partitions import decode_partition, partition_repr
+from flowstone.planner import UNPARTITIONED_KEY
 from flowstone.records import AuditEvent, LineageNode, MaterializationRecord, RunResult
 
 #: The encoded key of an unpartitioned asset's materializations.
-UNPARTITIONED = encode_partition(None)
+UNPARTITIONED = UNPARTITIONED_KEY
 #: Shown in tables where there is no value.
 NONE = "-"
 

@@ -29,8 +29,8 @@ class InProcessExecutor:
     ``skipped`` with the reason, while unrelated branches run to the end.
 
     An asset with a :class:`~flowstone.RetryPolicy` is tried again after a failure the policy
-    retries, after its backoff, on the same thread (the other branches go on meanwhile); each
-    failed attempt is recorded, then the step is ``pending`` again until the next one.
+    retries, after its backoff, on the same thread (the other branches go on meanwhile): the
+    step is ``pending`` again until the next attempt, and the audit log keeps each failure.
 
     Args:
         max_workers: Threads that run assets at once (default: CPU count + 4, at most 32).

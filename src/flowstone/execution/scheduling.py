@@ -165,7 +165,9 @@ def skip_below(
     for record in sorted(tx.materializations(sorted(below)), key=lambda r: order[r.asset]):
         if record.status != Status.PENDING:
             continue
-        step = step_of(graph, record)
+        # Not validated: a definition changed since the run was planned must not keep the
+        # step from being recorded skipped (and the run from ending).
+        step = step_of(graph, record, validate=False)
         deps = step_deps(graph, record.asset, step.partition, as_of=record.created_at)
         if blocked.intersection(deps):
             skipped.append(materializer.skip(step, tx.run_id, reason, within=tx))

@@ -21,6 +21,7 @@ from concurrent import futures as cf
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from flowstone.errors import PartitionError
 from flowstone.execution.distributed import DistributedExecutor
 from flowstone.partitions import Partition
 from flowstone.pipeline import Pipeline
@@ -98,7 +99,8 @@ def plan_from_pending(
     pipeline: Pipeline, run: RunRecord, pending: Sequence[MaterializationRecord]
 ) -> RunPlan | str:
     """Rebuild the plan of a run that never started from its ``pending`` records (same ids),
-    or say why it cannot be (an asset no longer in the pipeline)."""
+    or say why it cannot be (an asset no longer in the pipeline, a partition no longer in
+    its asset's definition)."""
     known = set(pipeline.graph.topological_order())
     missing = sorted({r.asset for r in pending} - known)
     if missing:
@@ -107,7 +109,11 @@ def plan_from_pending(
     in_plan: set[StepKey] = {(r.asset, r.partition_key) for r in pending}
     steps: dict[StepKey, Step] = {}
     for record in pending:
-        steps[(record.asset, record.partition_key)] = step_of(pipeline.graph, record, in_plan)
+        try:
+            step = step_of(pipeline.graph, record, in_plan)
+        except PartitionError as exc:
+            return f"{record.asset!r} {record.partition_key!r}: {exc}"
+        steps[(record.asset, record.partition_key)] = step
     # Dependencies first (the planner's order): unpartitioned assets, then by topology.
     ranked = dependencies_first(steps, lambda key: (0, key[1] != UNPARTITIONED_KEY, order[key[0]]))
     return RunPlan(

@@ -250,8 +250,7 @@ class PgConnection:
         import psycopg
 
         queued, self._queue = self._queue, []
-        sent = queued
-        doing = sent[-1].doing if sent else "write"
+        doing = queued[-1].doing if queued else "write"
         try:
             self._execute(queued)
             self._end_pipeline(None)
@@ -259,7 +258,7 @@ class PgConnection:
             self._end_pipeline(exc)
             raise self._on_error(exc, doing) from exc
         self.round_trips += 1
-        for item in sent:
+        for item in queued:
             assert item.cursor is not None
             if item.expect is not None and item.cursor.rowcount != item.expect:
                 raise StoreError(

@@ -55,12 +55,11 @@ _RUN_MATS = (
     .order_by(materializations.c.created_at, materializations.c.seq)
 )
 _RUN_MATS_OF = _RUN_MATS.where(materializations.c.asset.in_(sa.bindparam("assets", expanding=True)))
-#: Commit without waiting for the WAL flush (PostgreSQL's asynchronous commit), for writes that
-#: are harmless to lose in a database crash: a step's ``running`` status (lost, the step reads
-#: ``pending``, which every executor treats as not started), and a worker's final transaction,
-#: which the job queue's durable acknowledgement follows at once (its flush covers everything
-#: committed before it; a crash before it reverts both, and the stalled job is retried). A
-#: lost commit is never half-applied: PostgreSQL replays its WAL in order.
+#: Commit without waiting for the WAL flush (PostgreSQL's asynchronous commit), for a write that
+#: is harmless to lose in a database crash: a step's ``running`` status (lost, the step reads
+#: ``pending``, which every executor treats as not started). A lost commit is never
+#: half-applied: PostgreSQL replays its WAL in order. (A worker's step session sets the same
+#: for its whole connection: see flowstone.store.direct_pg.)
 _NO_FLUSH = sa.text("SET LOCAL synchronous_commit = off")
 _FIND_IN_RUN = sa.select(*_MAT_COLUMNS).where(
     materializations.c.run_id == sa.bindparam("run_id"),
