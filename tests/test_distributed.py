@@ -311,3 +311,24 @@ def test_the_distributed_executor_needs_postgresql(tmp_path: Path) -> None:
         pipeline.materialize_all()
     with pytest.raises(DistributedSetupError, match="distributed executor"):
         pipelines.diamond(store="memory").cancel_run("x")
+
+
+def test_the_queue_connects_with_every_option_of_the_store_url() -> None:
+    """A space in a URL's query value used to reach libpq as a ``+``: ``options`` with two
+    ``-c`` settings became one wrong search path, and the queue's tables went missing."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from flowstone.execution import queue
+    from test_store_contract import POSTGRES_URL, require_postgres
+
+    require_postgres()
+    url = sa.make_url(POSTGRES_URL).update_query_dict(
+        {"options": "-csearch_path=flowstone_two_options -cstatement_timeout=123456"}
+    )
+    with psycopg.connect(queue.conninfo(url)) as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ("flowstone_two_options",)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("123456ms",)
+    twice = url.update_query_pairs([("sslmode", "disable"), ("sslmode", "require")])
+    with pytest.raises(DistributedSetupError, match="'sslmode' more than once"):
+        queue.conninfo(twice)

@@ -35,8 +35,9 @@ from procrastinate import App, SyncPsycopgConnector
 from procrastinate import exceptions as queue_errors
 from procrastinate import jobs as queue_jobs
 from procrastinate.manager import JobManager
+from psycopg.conninfo import make_conninfo
 
-from flowstone.errors import JobRejectedError
+from flowstone.errors import DistributedSetupError, JobRejectedError
 from flowstone.execution.distributed import DEFAULT_QUEUE
 
 __all__ = ["DEFAULT_QUEUE", "MAINTENANCE_QUEUE", "RECOVERY_TASK_NAME", "TASK_NAME", "StepJob"]
@@ -176,8 +177,22 @@ def defer_steps(connection: Any, steps: Sequence[StepJob], *, queue: str) -> lis
 
 def conninfo(url: sa.URL) -> str:
     """The libpq connection string for a ``postgresql+psycopg://`` store URL (query options,
-    such as ``options=-csearch_path=...``, included)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    such as ``options=-csearch_path=...``, included), as keywords and values: the queue then
+    connects as the store does. (A URL rendered back to text would not: SQLAlchemy writes a
+    space in a query value as ``+``, which libpq reads as a plus sign, so ``options`` with two
+    ``-c`` settings became one wrong setting.)
+
+    Raises:
+        DistributedSetupError: a query option is given more than once (libpq takes one value).
+    """
+    params: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
+    for key, value in url.query.items():
+        if not isinstance(value, str):
+            raise DistributedSetupError(
+                f"The database URL gives {key!r} more than once ({list(value)}); give it once."
+            )
+        params[key] = value
+    return make_conninfo(**params)
 
 
 def open_app(dsn: str) -> App:
