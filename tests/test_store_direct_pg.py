@@ -541,3 +541,38 @@ def test_a_gate_that_ran_before_asks_again_as_its_next_attempt(pg: SQLStore) -> 
         assert run_step(runner, run.id, "gate").startswith("gate waiting for approval")
         (record,) = pg.list_materializations(run_id=run.id)
         assert (record.status, record.attempt) == (Status.WAITING_APPROVAL, 2)
+
+
+# --- statistics after a wide run -------------------------------------------------------------
+def counted_rows(store: SQLStore) -> float:
+    with store.engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass('flowstone_materializations')"
+        ).scalar_one()
+    return float(found)
+
+
+def test_a_table_that_grew_by_a_large_share_is_analyzed(pg: SQLStore) -> None:
+    from flowstone.store.sql.store import ANALYZE_MIN_ROWS
+
+    run = run_record()
+    wide = 6 * ANALYZE_MIN_ROWS
+    pg.create_run(run, [mat(f"a{i}", run_id=run.id, status=Status.PENDING) for i in range(wide)])
+    assert counted_rows(pg) <= 0  # never analyzed: the planner sees an empty table
+    table = materializations.name
+    # Too few rows to matter, and a table that is not there, are left alone.
+    assert pg.refresh_statistics({table: ANALYZE_MIN_ROWS - 1, "no_such_table": 10**6}) == []
+    assert counted_rows(pg) <= 0
+    assert pg.refresh_statistics({table: wide}) == [table]
+    assert counted_rows(pg) == wide
+    # Less than a fifth of what the statistics now count: not a large share.
+    assert pg.refresh_statistics({table: ANALYZE_MIN_ROWS}) == []
+    assert pg.refresh_statistics({table: wide // 5}) == [table]
+
+
+def test_refreshing_statistics_is_postgresql_only(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'meta.db'}")
+    try:
+        assert store.refresh_statistics({materializations.name: 10**6}) == []
+    finally:
+        store.close()

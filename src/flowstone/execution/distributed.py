@@ -42,6 +42,7 @@ from flowstone.records import (
 )
 from flowstone.store import MetadataStore
 from flowstone.store.base import RunTransaction
+from flowstone.store.schema import materializations
 
 if TYPE_CHECKING:  # the queue glue imports procrastinate: only when a run is submitted
     from flowstone.execution.queue import StepJob
@@ -140,6 +141,11 @@ class DistributedExecutor:
             queue.defer_steps(tx.connection, first, queue=self.queue)
 
         store.run_transaction(run.id, work)
+        # A wide run can be most of what the two tables hold: refresh their statistics before
+        # the workers plan their reads of it (see SQLStore.refresh_statistics).
+        postgres_store(store).refresh_statistics(
+            {materializations.name: len(pending), queue.JOBS_TABLE: len(first)}
+        )
         return RunResult(
             run_id=run.id,
             status=RunStatus.RUNNING,

@@ -44,6 +44,8 @@ __all__ = ["DEFAULT_QUEUE", "MAINTENANCE_QUEUE", "RECOVERY_TASK_NAME", "TASK_NAM
 
 #: The procrastinate task that materializes one step.
 TASK_NAME = "flowstone.materialize"
+#: procrastinate's table of jobs (in the metadata database's search path).
+JOBS_TABLE = "procrastinate_jobs"
 #: The periodic procrastinate task that hands stalled jobs back to the queue.
 RECOVERY_TASK_NAME = "flowstone.recover_stalled_jobs"
 #: The queue of the recovery task; every worker serves it, whatever queues it was given.

@@ -39,10 +39,10 @@ from flowstone.store.sql.rows import (
 )
 from flowstone.store.sql.transaction import (
     _FIND_IN_RUN,
+    _HAS_UNFINISHED,
     _LOCK_RUN,
     _LOCK_RUN_SHARED,
     _RUN_MATS,
-    _UNFINISHED,
 )
 
 # --- the direct PostgreSQL path of a worker's step (see flowstone.store.direct_pg) ----------
@@ -85,22 +85,13 @@ _CLAIM = (
         },
     )
 )
-#: As _HAS_UNFINISHED, with the unfinished statuses as one array parameter (an IN list's
-#: parameters are only known per execution, so it does not compile once).
-_HAS_UNFINISHED_PG = sa.select(
-    sa.exists().where(
-        materializations.c.run_id == sa.bindparam("run_id"),
-        materializations.c.status
-        == sa.any_(sa.bindparam("unfinished", value=_UNFINISHED, type_=postgresql.ARRAY(sa.Text))),
-    )
-)
 #: A worker's per-step read: whether a step is left, and the run's status; the rest of the run
 #: (its targets can be thousands of names, parsed from JSON for nothing) only when no step is
 #: left, as the run is then closed in the same transaction.
 #: One row holding "a step left?", computed once (OFFSET 0 keeps PostgreSQL from inlining the
 #: subquery, which would evaluate it again wherever it is referenced), joined to the run (all
 #: NULL when there is none).
-_LEFT_ROW = sa.select(_HAS_UNFINISHED_PG.scalar_subquery().label("left")).offset(0).subquery()
+_LEFT_ROW = sa.select(_HAS_UNFINISHED.scalar_subquery().label("left")).offset(0).subquery()
 _LEFT = _LEFT_ROW.c.left
 _WITH_RUN = _LEFT_ROW.outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
 _RUN_STATUS_AND_UNFINISHED = sa.select(
@@ -197,7 +188,7 @@ class _PgStatements:
         self.find_one = pg(_FIND_IN_RUN)
         self.run_mats = pg(_RUN_MATS)
         self.run_mats_of = pg(_RUN_MATS_ANY)
-        self.has_unfinished = pg(_HAS_UNFINISHED_PG)
+        self.has_unfinished = pg(_HAS_UNFINISHED)
         self.run_and_unfinished = pg(_RUN_AND_UNFINISHED)
         self.run_status_and_unfinished = pg(_RUN_STATUS_AND_UNFINISHED)
         self.lock_run = pg(_LOCK_RUN)

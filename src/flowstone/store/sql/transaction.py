@@ -16,10 +16,9 @@ from flowstone.records import (
     MaterializationRecord,
     RunRecord,
     RunStatus,
-    Status,
 )
 from flowstone.store.base import check_run_member
-from flowstone.store.schema import materializations, runs
+from flowstone.store.schema import UNFINISHED, materializations, runs
 from flowstone.store.sql.core import SQLStoreCore
 from flowstone.store.sql.errors import _identity_error
 from flowstone.store.sql.rows import (
@@ -66,14 +65,10 @@ _FIND_IN_RUN = sa.select(*_MAT_COLUMNS).where(
     materializations.c.asset == sa.bindparam("asset"),
     materializations.c.partition_key == sa.bindparam("partition_key"),
 )
-#: The statuses a step is in until it ends (the positive list lets the (run_id, status) index
-#: answer with one probe per status, instead of reading every step of the run).
-_UNFINISHED = [s.value for s in Status if not s.is_final]
+#: Whether a step of the run is not finished: one probe of the partial index of unfinished
+#: steps (its condition is the index's, word for word: see schema.UNFINISHED).
 _HAS_UNFINISHED = sa.select(
-    sa.exists().where(
-        materializations.c.run_id == sa.bindparam("run_id"),
-        materializations.c.status.in_(_UNFINISHED),
-    )
+    sa.exists().where(materializations.c.run_id == sa.bindparam("run_id"), UNFINISHED)
 )
 
 #: The run's status alone (a worker's per-step read: :meth:`RunTransaction.run_status`).
