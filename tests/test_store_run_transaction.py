@@ -167,6 +167,34 @@ def test_materializations_of_the_run_in_creation_order(store: MetadataStore) -> 
     )
 
 
+def test_find_many_reads_the_run_s_steps_and_its_own_writes(store: MetadataStore) -> None:
+    run, other = run_record(), run_record()
+    planned = [
+        mat("a", "s:eu", run_id=run.id, status=Status.PENDING),
+        mat("a", "s:us", run_id=run.id, status=Status.PENDING),
+        mat("b", run_id=run.id, status=Status.PENDING),
+    ]
+    store.create_run(run, planned)
+    store.create_run(other, [mat("c", run_id=other.id)])  # another run's step is not found
+    wide = [mat(f"w{i:04d}", run_id=run.id, status=Status.PENDING) for i in range(450)]
+    store.run_transaction(run.id, lambda tx: [tx.save_materialization(r) for r in wide])
+
+    def read(tx: RunTransaction) -> tuple[dict[tuple[str, str], Any], ...]:
+        before = tx.find_many([("b", "n:"), ("a", "s:us"), ("c", "n:"), ("a", "s:xx")])
+        tx.save_materialization(replace(planned[2], status=Status.SUCCESS))
+        after = tx.find_many([("b", "n:"), ("b", "n:")])  # sees the write; a repeat is one
+        everything = tx.find_many([(r.asset, r.partition_key) for r in [*planned, *wide]])
+        return before, after, everything, tx.find_many([])
+
+    before, after, everything, nothing = store.run_transaction(run.id, read)
+    assert before == {("b", "n:"): planned[2], ("a", "s:us"): planned[1]}
+    assert after == {("b", "n:"): replace(planned[2], status=Status.SUCCESS)}
+    # More steps than one statement of the SQLite path takes (it reads them in chunks).
+    assert len(everything) == 453
+    assert everything[("w0449", "n:")] == wide[-1]
+    assert nothing == {}
+
+
 def test_transactions_on_one_run_take_turns(store: MetadataStore) -> None:
     """Read-modify-write under the run lock never loses an update, whatever the store."""
     run = run_record()

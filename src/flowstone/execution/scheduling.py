@@ -24,7 +24,7 @@ from flowstone.checkpoints import ApprovalRecord, ApprovalStatus
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer
 from flowstone.partitions import Partition, decode_partition, encode_partition
-from flowstone.planner import step_deps, step_of
+from flowstone.planner import StepKey, step_deps, step_of
 from flowstone.records import (
     MaterializationRecord,
     RunRecord,
@@ -105,9 +105,12 @@ def close_if_done(tx: RunTransaction, run: RunRecord | None = None) -> RunStatus
 def _ready_children(
     tx: RunTransaction, graph: AssetGraph, done: MaterializationRecord
 ) -> list[MaterializationRecord]:
+    """The run's pending steps below ``done`` whose other dependencies in the run have all
+    succeeded: two reads of the run however wide the fan-out (the children, then their
+    other dependencies), inside the run's lock."""
     key = (done.asset, done.partition_key)
     partition = decode_partition(done.partition_key)
-    ready = []
+    waiting: list[tuple[MaterializationRecord, list[StepKey]]] = []
     for child in _children_in_run(tx, graph, done.asset, partition):
         if child.status != Status.PENDING:
             continue
@@ -115,33 +118,39 @@ def _ready_children(
         deps = step_deps(
             graph, child.asset, decode_partition(child.partition_key), as_of=child.created_at
         )
-        if key not in deps:
-            continue
-        # A dependency outside the run is read from the store's latest success when it runs.
-        others = (tx.find(*dep) for dep in deps if dep != key)
-        if all(other is None or other.status == Status.SUCCESS for other in others):
-            ready.append(child)
-    return ready
+        if key in deps:
+            waiting.append((child, [dep for dep in deps if dep != key]))
+    # A dependency outside the run is read from the store's latest success when it runs.
+    found = tx.find_many(sorted({dep for _, others in waiting for dep in others}))
+    return [
+        child
+        for child, others in waiting
+        if all(dep not in found or found[dep].status == Status.SUCCESS for dep in others)
+    ]
 
 
 def _children_in_run(
     tx: RunTransaction, graph: AssetGraph, asset: str, partition: Partition
 ) -> list[MaterializationRecord]:
     """The run's steps of ``asset``'s dependents that may read ``(asset, partition)`` (the
-    caller checks what each reads): point lookups of the partitions the edge's mapping names
-    (the same partition, the day of an hour, the hours of a day...); every step of the child
-    when only a scan can tell (below an unpartitioned asset, all partitions)."""
-    found: list[MaterializationRecord] = []
+    caller checks what each reads): the partitions the edge's mapping names (the same
+    partition, the day of an hour, the hours of a day...), all read at once; every step of the
+    child when only a scan can tell (below an unpartitioned asset, all partitions)."""
+    named: list[tuple[str, list[StepKey]]] = []
+    scanned: list[str] = []
     for child in graph.dependents(asset):
         readers = graph.readers(child, asset, partition)
         if readers is None:
-            found += tx.materializations([child])
-            continue
-        for reader in readers:
-            record = tx.find(child, encode_partition(reader))
-            if record is not None:
-                found.append(record)
-    return found
+            scanned.append(child)
+        else:
+            named.append((child, [(child, encode_partition(reader)) for reader in readers]))
+    found = tx.find_many([step for _, steps in named for step in steps])
+    by_child = {child: [found[step] for step in steps if step in found] for child, steps in named}
+    if scanned:
+        for record in tx.materializations(scanned):
+            by_child.setdefault(record.asset, []).append(record)
+    # In the graph's order of dependents, as the steps were looked up one by one before.
+    return [record for child in graph.dependents(asset) for record in by_child.get(child, [])]
 
 
 def skip_below(

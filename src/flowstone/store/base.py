@@ -577,6 +577,13 @@ class RunTransaction(Protocol):
         """The run's materialization of (asset, partition), or None."""
         ...
 
+    def find_many(
+        self, steps: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], MaterializationRecord]:
+        """The run's materializations of ``steps`` ((asset, partition key) pairs), by step; a
+        step the run does not have is left out. One read, however many steps."""
+        ...
+
     def has_unfinished(self) -> bool:
         """Whether any of the run's materializations is not final yet (see
         :attr:`Status.is_final`)."""

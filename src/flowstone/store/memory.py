@@ -977,6 +977,12 @@ class _MemoryRunTransaction:
         found = self._store._by_run_key.get((self._run_id, asset, partition_key))
         return None if found is None else self._store._mats[found]
 
+    def find_many(
+        self, steps: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], MaterializationRecord]:
+        found = ((step, self.find(*step)) for step in steps)
+        return {step: record for step, record in found if record is not None}
+
     def has_unfinished(self) -> bool:
         return any(
             r.run_id == self._run_id and not r.status.is_final for r in self._store._mats.values()

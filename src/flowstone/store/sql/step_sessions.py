@@ -39,10 +39,12 @@ from flowstone.store.sql.rows import (
 )
 from flowstone.store.sql.transaction import (
     _FIND_IN_RUN,
+    _FIND_MANY_PG,
     _HAS_UNFINISHED,
     _LOCK_RUN,
     _LOCK_RUN_SHARED,
     _RUN_MATS,
+    find_many_params,
 )
 
 # --- the direct PostgreSQL path of a worker's step (see flowstone.store.direct_pg) ----------
@@ -186,6 +188,7 @@ class _PgStatements:
         )
         self.get_run = pg(store._get_run)
         self.find_one = pg(_FIND_IN_RUN)
+        self.find_many_in_run = pg(_FIND_MANY_PG)
         self.run_mats = pg(_RUN_MATS)
         self.run_mats_of = pg(_RUN_MATS_ANY)
         self.has_unfinished = pg(_HAS_UNFINISHED)
@@ -242,12 +245,13 @@ class _PgStatements:
         """The run's records of ``steps`` it has, in one round trip."""
         if not steps:
             return {}
-        reads = [
-            (self.find_one, {"run_id": run_id, "asset": asset, "partition_key": key})
-            for asset, key in steps
-        ]
-        found = conn.reads(reads, doing="read the materializations")
-        return {step: _mat_record(rows[0]) for step, rows in zip(steps, found, strict=True) if rows}
+        rows = conn.read(
+            self.find_many_in_run,
+            find_many_params(run_id, steps),
+            doing="read the materializations",
+        )
+        records = (_mat_record(row) for row in rows)
+        return {(record.asset, record.partition_key): record for record in records}
 
     def find(
         self, conn: PgConnection, run_id: str, asset: str, partition_key: str
@@ -588,6 +592,11 @@ class _PgRunTransaction:
 
     def find(self, asset: str, partition_key: str) -> MaterializationRecord | None:
         return self._s.find(self._conn, self._run_id, asset, partition_key)
+
+    def find_many(
+        self, steps: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], MaterializationRecord]:
+        return self._s.find_many(self._conn, self._run_id, steps)
 
     def has_unfinished(self) -> bool:
         if self._unfinished is None:

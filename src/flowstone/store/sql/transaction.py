@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from flowstone.records import (
     AuditEvent,
@@ -65,6 +66,41 @@ _FIND_IN_RUN = sa.select(*_MAT_COLUMNS).where(
     materializations.c.asset == sa.bindparam("asset"),
     materializations.c.partition_key == sa.bindparam("partition_key"),
 )
+#: The run's records of many steps in one PostgreSQL statement: the (asset, partition key)
+#: pairs as two arrays, each looked up through the step's unique index. The lookup is a LATERAL
+#: subquery with OFFSET 0, which PostgreSQL does not merge into a join: a join could be planned
+#: as a scan of the whole run (thousands of steps) for a few wanted ones.
+_WANTED = (
+    sa.func.unnest(
+        sa.bindparam("assets", type_=postgresql.ARRAY(sa.Text)),
+        sa.bindparam("keys", type_=postgresql.ARRAY(sa.Text)),
+    )
+    .table_valued("asset", "partition_key")
+    .render_derived(with_types=False)
+    .alias("wanted")
+)
+_ONE_WANTED = (
+    sa.select(*_MAT_COLUMNS)
+    .where(
+        materializations.c.run_id == sa.bindparam("run_id"),
+        materializations.c.asset == _WANTED.c.asset,
+        materializations.c.partition_key == _WANTED.c.partition_key,
+    )
+    .offset(0)
+    .lateral("found")
+)
+_FIND_MANY_PG = sa.select(*(_ONE_WANTED.c[c.name] for c in _MAT_COLUMNS)).select_from(
+    _WANTED.join(_ONE_WANTED, sa.true())
+)
+#: The same on SQLite: (asset, partition key) row values in an IN list (bound per call).
+_FIND_MANY = sa.select(*_MAT_COLUMNS).where(
+    materializations.c.run_id == sa.bindparam("run_id"),
+    sa.tuple_(materializations.c.asset, materializations.c.partition_key).in_(
+        sa.bindparam("steps", expanding=True)
+    ),
+)
+#: Steps per statement of _FIND_MANY: two parameters each, well within SQLite's limit.
+_FIND_MANY_CHUNK = 400
 #: Whether a step of the run is not finished: one probe of the partial index of unfinished
 #: steps (its condition is the index's, word for word: see schema.UNFINISHED).
 _HAS_UNFINISHED = sa.select(
@@ -73,6 +109,15 @@ _HAS_UNFINISHED = sa.select(
 
 #: The run's status alone (a worker's per-step read: :meth:`RunTransaction.run_status`).
 _RUN_STATUS = sa.select(runs.c.status).where(runs.c.id == sa.bindparam("id"))
+
+
+def find_many_params(run_id: str, steps: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The parameters of _FIND_MANY_PG for ``steps``."""
+    return {
+        "run_id": run_id,
+        "assets": [asset for asset, _ in steps],
+        "keys": [key for _, key in steps],
+    }
 
 
 class _SQLRunTransaction:
@@ -153,6 +198,22 @@ class _SQLRunTransaction:
         params = {"run_id": self._run_id, "asset": asset, "partition_key": partition_key}
         row = self._conn.execute(_FIND_IN_RUN, params).first()
         return None if row is None else _mat_record(row)
+
+    def find_many(
+        self, steps: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], MaterializationRecord]:
+        if not steps:
+            return {}
+        if self._store._dialect == "postgresql":
+            rows = self._conn.execute(_FIND_MANY_PG, find_many_params(self._run_id, steps)).all()
+        else:
+            rows = []
+            for start in range(0, len(steps), _FIND_MANY_CHUNK):
+                chunk = [tuple(step) for step in steps[start : start + _FIND_MANY_CHUNK]]
+                params = {"run_id": self._run_id, "steps": chunk}
+                rows += self._conn.execute(_FIND_MANY, params).all()
+        records = (_mat_record(row) for row in rows)
+        return {(record.asset, record.partition_key): record for record in records}
 
     def has_unfinished(self) -> bool:
         return bool(self._conn.execute(_HAS_UNFINISHED, {"run_id": self._run_id}).scalar_one())
