@@ -130,9 +130,10 @@ class Stopwatch:
 
 
 def busy_cpu_s() -> float | None:
-    """Seconds the machine's CPUs spent busy since boot (idle and I/O wait excluded)."""
+    """Seconds the machine's CPUs spent busy since boot (user, nice, system, irq, softirq:
+    idle, I/O wait and time stolen by the hypervisor excluded)."""
     try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
     except (OSError, ValueError):
         return None
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
@@ -253,7 +254,7 @@ def fresh_schema(
             "FLOWSTONE_HOME": str(logs / "home"),
             "BENCH_ASSETS": str(jobs),
             "PYTHONPATH": os.pathsep.join(
-                [str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+                [str(REPO), str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
         }
         os.environ.update(

@@ -332,3 +332,44 @@ def test_the_queue_connects_with_every_option_of_the_store_url() -> None:
     twice = url.update_query_pairs([("sslmode", "disable"), ("sslmode", "require")])
     with pytest.raises(DistributedSetupError, match="'sslmode' more than once"):
         queue.conninfo(twice)
+    # Several hosts are SQLAlchemy's way to name a cluster: libpq takes them as lists.
+    hosts = sa.make_url("postgresql+psycopg://app@/db?host=a:5432&host=b:5433")
+    assert psycopg.conninfo.conninfo_to_dict(queue.conninfo(hosts)) == {
+        "dbname": "db",
+        "user": "app",
+        "host": "a,b",
+        "port": "5432,5433",
+    }
+
+
+def test_a_wide_run_refreshes_the_statistics_the_workers_plan_with(pg_cluster: Cluster) -> None:
+    """procrastinate's fetch sorted every waiting job while the statistics said the queue was
+    empty: a submit that grows the tables by a large share ANALYZEs them (no worker needed)."""
+    import sqlalchemy as sa
+
+    from flowstone.store.sql.store import ANALYZE_MIN_ROWS
+
+    def noop() -> None:
+        return None
+
+    assets = [fs.asset(name=f"a{i:04d}")(noop) for i in range(ANALYZE_MIN_ROWS)]
+    pipeline = fs.Pipeline(assets, executor=DistributedExecutor())
+    try:
+        pipeline.materialize_all()
+        engine = pipeline.store.engine  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            counted = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT relname, reltuples FROM pg_class WHERE oid IN"
+                        " (to_regclass('flowstone_materializations'),"
+                        " to_regclass('procrastinate_jobs'))"
+                    )
+                ).all()
+            )
+    finally:
+        pipeline.close()
+    assert counted == {
+        "flowstone_materializations": ANALYZE_MIN_ROWS,
+        "procrastinate_jobs": ANALYZE_MIN_ROWS,
+    }

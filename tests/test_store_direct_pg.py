@@ -555,6 +555,10 @@ def counted_rows(store: SQLStore) -> float:
 def test_a_table_that_grew_by_a_large_share_is_analyzed(pg: SQLStore) -> None:
     from flowstone.store.sql.store import ANALYZE_MIN_ROWS
 
+    with pg.engine.begin() as conn:  # or autovacuum could analyze it under the test
+        conn.exec_driver_sql(
+            "ALTER TABLE flowstone_materializations SET (autovacuum_enabled = false)"
+        )
     run = run_record()
     wide = 6 * ANALYZE_MIN_ROWS
     pg.create_run(run, [mat(f"a{i}", run_id=run.id, status=Status.PENDING) for i in range(wide)])
@@ -568,6 +572,25 @@ def test_a_table_that_grew_by_a_large_share_is_analyzed(pg: SQLStore) -> None:
     # Less than a fifth of what the statistics now count: not a large share.
     assert pg.refresh_statistics({table: ANALYZE_MIN_ROWS}) == []
     assert pg.refresh_statistics({table: wide // 5}) == [table]
+
+
+def test_a_refresh_that_cannot_get_its_lock_gives_up_and_says_so(
+    pg: SQLStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flowstone.store.sql.store import ANALYZE_MIN_ROWS
+
+    table = materializations.name
+    with pg.engine.begin() as holder:
+        # What a VACUUM or an index build holds: ANALYZE waits for it.
+        holder.exec_driver_sql(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE")
+        started = time.monotonic()
+        assert pg.refresh_statistics({table: ANALYZE_MIN_ROWS}) == []
+        waited = time.monotonic() - started
+    assert waited < 10  # a hang guard: the lock is held until the block ends
+    assert "Could not refresh the statistics of ['flowstone_materializations']" in caplog.text
+    assert "lock timeout" in caplog.text
+    # The store is fine afterwards.
+    assert pg.refresh_statistics({table: ANALYZE_MIN_ROWS}) == [table]
 
 
 def test_refreshing_statistics_is_postgresql_only(tmp_path: Path) -> None:

@@ -189,7 +189,6 @@ def test_find_many_reads_the_run_s_steps_and_its_own_writes(store: MetadataStore
     before, after, everything, nothing = store.run_transaction(run.id, read)
     assert before == {("b", "n:"): planned[2], ("a", "s:us"): planned[1]}
     assert after == {("b", "n:"): replace(planned[2], status=Status.SUCCESS)}
-    # More steps than one statement of the SQLite path takes (it reads them in chunks).
     assert len(everything) == 453
     assert everything[("w0449", "n:")] == wide[-1]
     assert nothing == {}

@@ -6,6 +6,7 @@ What every store must do is in ``test_store_contract.py``.
 from __future__ import annotations
 
 import multiprocessing
+import re
 import sqlite3
 import subprocess
 import sys
@@ -462,3 +463,60 @@ def test_threads_opening_a_new_file_at_once_never_see_locked(tmp_path: Path) -> 
         for thread in threads:
             thread.join()
         assert errors == [], errors
+
+
+# --- the partial index of unfinished steps (revision 0006) ---------------------------------
+UNFINISHED_INDEX = "ix_flowstone_materializations_unfinished"
+
+
+def _quoted(sql: str) -> set[str]:
+    return set(re.findall(r"'(\w+)'", sql))
+
+
+def _probe_sql(dialect: sa.Dialect) -> str:
+    from flowstone.store.sql.transaction import _HAS_UNFINISHED
+
+    return str(_HAS_UNFINISHED.compile(dialect=dialect))
+
+
+def test_the_unfinished_index_serves_the_run_s_probe_sqlite(db_url: str) -> None:
+    """The migration's predicate names every status that is not final, and the probe of
+    "a step left?" uses the index (SQLite proves it from the query's text)."""
+    migrate.upgrade(db_url)
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            created = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = ?", (UNFINISHED_INDEX,)
+            ).scalar_one()
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + _probe_sql(engine.dialect), ("some-run",)
+            ).all()
+    finally:
+        engine.dispose()
+    assert _quoted(created) == {s.value for s in Status if not s.is_final}
+    assert any(UNFINISHED_INDEX in str(row[-1]) for row in plan), plan
+
+
+@pytest.mark.postgres
+def test_the_unfinished_index_serves_the_run_s_probe_postgres() -> None:
+    with postgres_schema() as options:
+        engine = sa.create_engine(POSTGRES_URL, **options)
+        try:
+            migrate.upgrade(engine)
+            with engine.begin() as conn:
+                created = conn.execute(
+                    sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                    {"name": UNFINISHED_INDEX},
+                ).scalar_one()
+                # Whether the index can serve the probe at all, not whether an empty table
+                # would rather be scanned; and as a prepared statement's generic plan would.
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+                probe = _probe_sql(engine.dialect).replace("%(run_id)s", "$1")
+                conn.exec_driver_sql(f"PREPARE probe(text) AS {probe}")
+                plan = conn.exec_driver_sql("EXPLAIN EXECUTE probe('some-run')").scalars().all()
+        finally:
+            engine.dispose()
+    assert _quoted(created) == {s.value for s in Status if not s.is_final}
+    assert any(UNFINISHED_INDEX in line for line in plan), plan

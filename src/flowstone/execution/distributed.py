@@ -42,7 +42,6 @@ from flowstone.records import (
 )
 from flowstone.store import MetadataStore
 from flowstone.store.base import RunTransaction
-from flowstone.store.schema import materializations
 
 if TYPE_CHECKING:  # the queue glue imports procrastinate: only when a run is submitted
     from flowstone.execution.queue import StepJob
@@ -142,7 +141,10 @@ class DistributedExecutor:
 
         store.run_transaction(run.id, work)
         # A wide run can be most of what the two tables hold: refresh their statistics before
-        # the workers plan their reads of it (see SQLStore.refresh_statistics).
+        # the workers plan their reads of it (see SQLStore.refresh_statistics). Imported here:
+        # the schema loads SQLAlchemy, which `import flowstone` does not.
+        from flowstone.store.schema import materializations
+
         postgres_store(store).refresh_statistics(
             {materializations.name: len(pending), queue.JOBS_TABLE: len(first)}
         )

@@ -178,22 +178,23 @@ def defer_steps(connection: Any, steps: Sequence[StepJob], *, queue: str) -> lis
 
 
 def conninfo(url: sa.URL) -> str:
-    """The libpq connection string for a ``postgresql+psycopg://`` store URL (query options,
-    such as ``options=-csearch_path=...``, included), as keywords and values: the queue then
-    connects as the store does. (A URL rendered back to text would not: SQLAlchemy writes a
-    space in a query value as ``+``, which libpq reads as a plus sign, so ``options`` with two
-    ``-c`` settings became one wrong setting.)
+    """The libpq connection string for a ``postgresql+psycopg://`` store URL, as keywords and
+    values made from the arguments SQLAlchemy's psycopg dialect connects the store with (query
+    options such as ``options=-csearch_path=...`` and several ``host`` values included), so
+    the queue connects as the store does. (A URL rendered back to text would not: SQLAlchemy
+    writes a space in a query value as ``+``, which libpq reads as a plus sign, so ``options``
+    with two ``-c`` settings became one wrong setting.)
 
     Raises:
-        DistributedSetupError: a query option is given more than once (libpq takes one value).
+        DistributedSetupError: a query option other than ``host`` is given more than once
+            (libpq takes one value).
     """
-    params: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
-    for key, value in url.query.items():
-        if not isinstance(value, str):
+    _, params = url.get_dialect()().create_connect_args(url)
+    for key, value in params.items():
+        if isinstance(value, tuple | list):
             raise DistributedSetupError(
                 f"The database URL gives {key!r} more than once ({list(value)}); give it once."
             )
-        params[key] = value
     return make_conninfo(**params)
 
 

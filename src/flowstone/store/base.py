@@ -581,7 +581,8 @@ class RunTransaction(Protocol):
         self, steps: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], MaterializationRecord]:
         """The run's materializations of ``steps`` ((asset, partition key) pairs), by step; a
-        step the run does not have is left out. One read, however many steps."""
+        step the run does not have is left out. On PostgreSQL one statement, however many
+        steps."""
         ...
 
     def has_unfinished(self) -> bool:

@@ -451,8 +451,8 @@ class _PgRunTransaction:
     the count of unfinished steps comes with that read (until the next write): after a step's
     final record, :func:`~flowstone.execution.scheduling.after_final` asks for both: BEGIN,
     the run lock, its writes (the fencing check is the final write's condition:
-    :meth:`save_attempt`) and the run's read go in one round trip; then one read per child
-    that may be ready, and per other dependency of that child; then the COMMIT.
+    :meth:`save_attempt`) and the run's read go in one round trip; then one read of the
+    children that may be ready, and one of their other dependencies; then the COMMIT.
     """
 
     def __init__(self, statements: _PgStatements, conn: PgConnection, run_id: str) -> None:

@@ -58,11 +58,15 @@ log = logging.getLogger("flowstone.store")
 #: Rows a table must gain in one go before :meth:`SQLStore.refresh_statistics` analyzes it.
 ANALYZE_MIN_ROWS = 500
 
-#: The rows each named table's statistics count (NULL: no such table; never analyzed: 0).
+#: Each named table that exists: the rows its statistics count (never analyzed: 0), and
+#: whether this role may ANALYZE it (it owns it; otherwise PostgreSQL skips it with a warning).
 _COUNTED_ROWS = sa.text(
-    "SELECT name, (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(name))"
-    " FROM unnest(CAST(:names AS text[])) AS name"
+    "SELECT name, greatest(reltuples, 0), pg_has_role(relowner, 'USAGE')"
+    " FROM unnest(CAST(:names AS text[])) AS name JOIN pg_class ON oid = to_regclass(name)"
 )
+#: How long an ANALYZE waits for its lock (a VACUUM or an index build holds it) before the
+#: refresh gives up: the run it follows is committed already and must not wait on them.
+_ANALYZE_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '1s'")
 
 
 class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, BackfillQueries):
@@ -124,6 +128,8 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
             self._direct_insert_audit = prepare(
                 engine, self._insert_audit, [c.name for c in audit_log.c if c.name != "id"]
             )
+        #: Tables refresh_statistics warned it cannot analyze (once each).
+        self._not_analyzed: set[str] = set()
         # A worker's steps skip it on PostgreSQL: see flowstone.store.direct_pg.
         self._pg: PgSessions | None = None
         if self._dialect == "postgresql":
@@ -245,8 +251,10 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
 
         Returns:
             The tables analyzed: those that grew by at least ``ANALYZE_MIN_ROWS`` rows and a
-            fifth of what their statistics counted. A failure is logged, not raised: the rows
-            are committed, only the plans stay worse until autovacuum passes.
+            fifth of what their statistics counted, and that this role owns (a table it does
+            not own is named in a warning, once). A failure (an ANALYZE that waited a second
+            for its lock, say) is logged, not raised: the rows are committed, only the plans
+            stay worse until autovacuum passes.
         """
         big = {name: rows for name, rows in grown.items() if rows >= ANALYZE_MIN_ROWS}
         if self._dialect != "postgresql" or not big:
@@ -254,13 +262,22 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         quote = self._engine.dialect.identifier_preparer.quote
         try:
             with self._serial, self._engine.begin() as conn:
-                found = conn.execute(_COUNTED_ROWS, {"names": list(big)})
-                counted: dict[str, float | None] = {name: rows for name, rows in found}
-                stale = [
-                    name
-                    for name, rows in big.items()
-                    if (now := counted.get(name)) is not None and rows >= 0.2 * now
-                ]
+                stale = []
+                for name, counted, may in conn.execute(_COUNTED_ROWS, {"names": list(big)}):
+                    if big[name] < 0.2 * counted:
+                        continue
+                    if may:
+                        stale.append(name)
+                    elif name not in self._not_analyzed:
+                        self._not_analyzed.add(name)
+                        log.warning(
+                            "Cannot ANALYZE %s after a run added %d rows to it: the database "
+                            "role does not own it, so its statistics wait for autovacuum "
+                            "(workers may read it slowly until then).",
+                            name,
+                            big[name],
+                        )
+                conn.execute(_ANALYZE_LOCK_TIMEOUT)
                 for name in stale:
                     conn.exec_driver_sql(f"ANALYZE {quote(name)}")
         except sa.exc.SQLAlchemyError as exc:

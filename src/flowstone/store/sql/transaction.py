@@ -67,9 +67,10 @@ _FIND_IN_RUN = sa.select(*_MAT_COLUMNS).where(
     materializations.c.partition_key == sa.bindparam("partition_key"),
 )
 #: The run's records of many steps in one PostgreSQL statement: the (asset, partition key)
-#: pairs as two arrays, each looked up through the step's unique index. The lookup is a LATERAL
-#: subquery with OFFSET 0, which PostgreSQL does not merge into a join: a join could be planned
-#: as a scan of the whole run (thousands of steps) for a few wanted ones.
+#: pairs as two arrays, each looked up on its own (with statistics, through the step's unique
+#: index). The lookup is a LATERAL subquery with an OFFSET, which PostgreSQL does not merge
+#: into a join: a join could be planned as a scan of the whole run (thousands of steps) for a
+#: few wanted ones.
 _WANTED = (
     sa.func.unnest(
         sa.bindparam("assets", type_=postgresql.ARRAY(sa.Text)),
@@ -92,15 +93,6 @@ _ONE_WANTED = (
 _FIND_MANY_PG = sa.select(*(_ONE_WANTED.c[c.name] for c in _MAT_COLUMNS)).select_from(
     _WANTED.join(_ONE_WANTED, sa.true())
 )
-#: The same on SQLite: (asset, partition key) row values in an IN list (bound per call).
-_FIND_MANY = sa.select(*_MAT_COLUMNS).where(
-    materializations.c.run_id == sa.bindparam("run_id"),
-    sa.tuple_(materializations.c.asset, materializations.c.partition_key).in_(
-        sa.bindparam("steps", expanding=True)
-    ),
-)
-#: Steps per statement of _FIND_MANY: two parameters each, well within SQLite's limit.
-_FIND_MANY_CHUNK = 400
 #: Whether a step of the run is not finished: one probe of the partial index of unfinished
 #: steps (its condition is the index's, word for word: see schema.UNFINISHED).
 _HAS_UNFINISHED = sa.select(
@@ -204,14 +196,12 @@ class _SQLRunTransaction:
     ) -> dict[tuple[str, str], MaterializationRecord]:
         if not steps:
             return {}
-        if self._store._dialect == "postgresql":
-            rows = self._conn.execute(_FIND_MANY_PG, find_many_params(self._run_id, steps)).all()
-        else:
-            rows = []
-            for start in range(0, len(steps), _FIND_MANY_CHUNK):
-                chunk = [tuple(step) for step in steps[start : start + _FIND_MANY_CHUNK]]
-                params = {"run_id": self._run_id, "steps": chunk}
-                rows += self._conn.execute(_FIND_MANY, params).all()
+        if self._store._dialect != "postgresql":
+            # In-process, nothing to save by batching: SQLite used only the run_id part of the
+            # index for an IN list of pairs, testing every step of the run against it.
+            found = ((step, self.find(*step)) for step in steps)
+            return {step: record for step, record in found if record is not None}
+        rows = self._conn.execute(_FIND_MANY_PG, find_many_params(self._run_id, steps)).all()
         records = (_mat_record(row) for row in rows)
         return {(record.asset, record.partition_key): record for record in records}
 
