@@ -179,17 +179,21 @@ def defer_steps(connection: Any, steps: Sequence[StepJob], *, queue: str) -> lis
 
 def conninfo(url: sa.URL) -> str:
     """The libpq connection string for a ``postgresql+psycopg://`` store URL, as keywords and
-    values made from the arguments SQLAlchemy's psycopg dialect connects the store with (query
-    options such as ``options=-csearch_path=...`` and several ``host`` values included), so
-    the queue connects as the store does. (A URL rendered back to text would not: SQLAlchemy
-    writes a space in a query value as ``+``, which libpq reads as a plus sign, so ``options``
-    with two ``-c`` settings became one wrong setting.)
+    values made from the arguments SQLAlchemy's psycopg dialect makes of the URL (query options
+    such as ``options=-csearch_path=...`` and several ``host`` values included), so the queue
+    connects where the store does. (A URL rendered back to text would not: SQLAlchemy writes a
+    space in a query value as ``+``, which libpq reads as a plus sign, so ``options`` with two
+    ``-c`` settings became one wrong setting.) Only the URL counts: ``connect_args`` given to
+    the store's engine are not seen here.
 
     Raises:
-        DistributedSetupError: a query option other than ``host`` is given more than once
-            (libpq takes one value).
+        DistributedSetupError: the URL gives a query option other than ``host`` more than once
+            (libpq takes one value), or hosts and ports that do not pair up.
     """
-    _, params = url.get_dialect()().create_connect_args(url)
+    try:
+        _, params = url.get_dialect()().create_connect_args(url)
+    except sa.exc.ArgumentError as exc:
+        raise DistributedSetupError(f"The database URL cannot be used by the queue: {exc}") from exc
     for key, value in params.items():
         if isinstance(value, tuple | list):
             raise DistributedSetupError(

@@ -59,14 +59,22 @@ log = logging.getLogger("flowstone.store")
 ANALYZE_MIN_ROWS = 500
 
 #: Each named table that exists: the rows its statistics count (never analyzed: 0), and
-#: whether this role may ANALYZE it (it owns it; otherwise PostgreSQL skips it with a warning).
-_COUNTED_ROWS = sa.text(
+#: whether this role may ANALYZE it; otherwise PostgreSQL skips it with a mere warning. Through
+#: PostgreSQL 16 the table's owner and the database's owner may (superusers too: they have
+#: every role); from 17, also a role with the MAINTAIN privilege (see _MAINTAIN).
+_COUNTED_ROWS = (
     "SELECT name, greatest(reltuples, 0), pg_has_role(relowner, 'USAGE')"
+    " OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()),"
+    " 'USAGE'){maintain}"
     " FROM unnest(CAST(:names AS text[])) AS name JOIN pg_class ON oid = to_regclass(name)"
 )
+#: PostgreSQL 17's MAINTAIN privilege (the word is an error on older servers).
+_MAINTAIN = " OR has_table_privilege(oid, 'MAINTAIN')"
 #: How long an ANALYZE waits for its lock (a VACUUM or an index build holds it) before the
-#: refresh gives up: the run it follows is committed already and must not wait on them.
-_ANALYZE_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '1s'")
+#: refresh gives up: the run it follows is committed already and must not wait on them. Above
+#: PostgreSQL's deadlock_timeout (1 s by default), after which a waiting lock request cancels
+#: an autovacuum that blocks it: that ANALYZE then gets its lock instead of giving up.
+_ANALYZE_LOCK_TIMEOUT = sa.text("SET LOCAL lock_timeout = '3s'")
 
 
 class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, BackfillQueries):
@@ -251,39 +259,52 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
 
         Returns:
             The tables analyzed: those that grew by at least ``ANALYZE_MIN_ROWS`` rows and a
-            fifth of what their statistics counted, and that this role owns (a table it does
-            not own is named in a warning, once). A failure (an ANALYZE that waited a second
-            for its lock, say) is logged, not raised: the rows are committed, only the plans
-            stay worse until autovacuum passes.
+            fifth of what their statistics counted, and that this role may analyze (a table
+            it may not is named in a warning, once). A failure (an ANALYZE that waited three
+            seconds for its lock, say) is logged, not raised, and leaves the other tables'
+            analyses in place: the rows are committed, only the plans stay worse until
+            autovacuum passes.
         """
         big = {name: rows for name, rows in grown.items() if rows >= ANALYZE_MIN_ROWS}
         if self._dialect != "postgresql" or not big:
             return []
         quote = self._engine.dialect.identifier_preparer.quote
+        version = self._engine.dialect.server_version_info or (0,)
+        counted_rows = sa.text(_COUNTED_ROWS.format(maintain=_MAINTAIN if version >= (17,) else ""))
+        analyzed = []
         try:
             with self._serial, self._engine.begin() as conn:
-                stale = []
-                for name, counted, may in conn.execute(_COUNTED_ROWS, {"names": list(big)}):
+                conn.execute(_ANALYZE_LOCK_TIMEOUT)
+                for name, counted, may in conn.execute(counted_rows, {"names": list(big)}).all():
                     if big[name] < 0.2 * counted:
                         continue
-                    if may:
-                        stale.append(name)
-                    elif name not in self._not_analyzed:
-                        self._not_analyzed.add(name)
-                        log.warning(
-                            "Cannot ANALYZE %s after a run added %d rows to it: the database "
-                            "role does not own it, so its statistics wait for autovacuum "
-                            "(workers may read it slowly until then).",
-                            name,
-                            big[name],
-                        )
-                conn.execute(_ANALYZE_LOCK_TIMEOUT)
-                for name in stale:
-                    conn.exec_driver_sql(f"ANALYZE {quote(name)}")
+                    if not may:
+                        self._cannot_analyze(name, big[name])
+                        continue
+                    try:
+                        # A savepoint each: one table's failure must not undo another's.
+                        with conn.begin_nested():
+                            conn.exec_driver_sql(f"ANALYZE {quote(name)}")
+                    except sa.exc.SQLAlchemyError as exc:
+                        log.warning("Could not ANALYZE %s: %s", name, _detail(exc))
+                    else:
+                        analyzed.append(name)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("Could not refresh the statistics of %s: %s", sorted(big), _detail(exc))
             return []
-        return stale
+        return analyzed
+
+    def _cannot_analyze(self, table: str, rows: int) -> None:
+        if table in self._not_analyzed:
+            return
+        self._not_analyzed.add(table)
+        log.warning(
+            "Cannot ANALYZE %s after a run added %d rows to it: the database role may not (it "
+            "owns neither the table nor the database), so its statistics wait for autovacuum "
+            "and workers may read it slowly until then.",
+            table,
+            rows,
+        )
 
     @_wraps_errors("save the materialization")
     def commit_attempt(
