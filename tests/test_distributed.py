@@ -345,6 +345,34 @@ def test_the_queue_connects_with_every_option_of_the_store_url() -> None:
     }
 
 
+def test_the_queue_connects_with_the_store_s_connect_args(tmp_path: Path) -> None:
+    """A store's engine ``connect_args`` (a search path, TLS settings...) reach the queue too:
+    without them its jobs would go to another schema, or over another kind of connection."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from flowstone.execution import queue
+    from flowstone.execution.distributed import postgres_dsn
+    from flowstone.store.sql import SQLStore
+    from test_store_contract import POSTGRES_URL, postgres_schema
+
+    with postgres_schema() as options:
+        args = {**options["connect_args"], "prepare_threshold": None}  # psycopg's, not libpq's
+        store = SQLStore(POSTGRES_URL, engine_options={"connect_args": args})
+        try:
+            dsn = postgres_dsn(store)
+            with psycopg.connect(dsn) as conn:
+                shown = conn.execute("SELECT current_schema(), current_setting('application_name')")
+                assert shown.fetchone() == (options["connect_args"]["application_name"],) * 2
+        finally:
+            store.close()
+    assert "prepare_threshold" not in psycopg.conninfo.conninfo_to_dict(dsn)
+    # connect_args win over the URL, as they do when psycopg connects the store.
+    url = sa.make_url(POSTGRES_URL).update_query_dict({"application_name": "from-url"})
+    chosen = queue.conninfo(url, {"application_name": "from-args"})
+    assert psycopg.conninfo.conninfo_to_dict(chosen)["application_name"] == "from-args"
+
+
 def test_a_wide_run_refreshes_the_statistics_the_workers_plan_with(pg_cluster: Cluster) -> None:
     """procrastinate's fetch sorted every waiting job while the statistics said the queue was
     empty: a submit that grows the tables by a large share ANALYZEs them (no worker needed)."""

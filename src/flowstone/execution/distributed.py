@@ -484,7 +484,8 @@ def postgres_dsn(store: MetadataStore) -> str:
     """
     from flowstone.execution import queue
 
-    return queue.conninfo(postgres_store(store).engine.url)
+    sql = postgres_store(store)
+    return queue.conninfo(sql.engine.url, sql.connect_args)
 
 
 def postgres_store(store: MetadataStore) -> SQLStore:

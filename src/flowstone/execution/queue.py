@@ -25,6 +25,7 @@ retries, periodic tasks and stalled-job recovery, and keeps here only what is Fl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from procrastinate import App, SyncPsycopgConnector
 from procrastinate import exceptions as queue_errors
 from procrastinate import jobs as queue_jobs
 from procrastinate.manager import JobManager
+from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from flowstone.errors import DistributedSetupError, JobRejectedError
@@ -177,14 +179,16 @@ def defer_steps(connection: Any, steps: Sequence[StepJob], *, queue: str) -> lis
     return deferred
 
 
-def conninfo(url: sa.URL) -> str:
-    """The libpq connection string for a ``postgresql+psycopg://`` store URL, as keywords and
-    values made from the arguments SQLAlchemy's psycopg dialect makes of the URL (query options
-    such as ``options=-csearch_path=...`` and several ``host`` values included), so the queue
-    connects where the store does. (A URL rendered back to text would not: SQLAlchemy writes a
+def conninfo(url: sa.URL, connect_args: Mapping[str, Any] | None = None) -> str:
+    """The libpq connection string the queue connects with, for a ``postgresql+psycopg://``
+    store: the same server, database, role and settings as the store's own connections.
+
+    It is made of keywords and values: those SQLAlchemy's psycopg dialect makes of the URL
+    (query options such as ``options=-csearch_path=...`` and several ``host`` values included),
+    then the libpq ones of the engine's ``connect_args`` (``sslmode``, ``options``...), which
+    win as they do for psycopg. (A URL rendered back to text would not do: SQLAlchemy writes a
     space in a query value as ``+``, which libpq reads as a plus sign, so ``options`` with two
-    ``-c`` settings became one wrong setting.) Only the URL counts: ``connect_args`` given to
-    the store's engine are not seen here.
+    ``-c`` settings became one wrong setting.)
 
     Raises:
         DistributedSetupError: the URL gives a query option other than ``host`` more than once
@@ -199,7 +203,14 @@ def conninfo(url: sa.URL) -> str:
             raise DistributedSetupError(
                 f"The database URL gives {key!r} more than once ({list(value)}); give it once."
             )
+    # psycopg's own arguments (autocommit, prepare_threshold...) are not libpq's: left out.
+    params.update((k, v) for k, v in (connect_args or {}).items() if k in _libpq_keywords())
     return make_conninfo(**params)
+
+
+@functools.cache
+def _libpq_keywords() -> frozenset[str]:
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
 
 
 def open_app(dsn: str) -> App:

@@ -90,7 +90,8 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         auto_migrate: Upgrade an older schema on open instead of raising.
         busy_timeout_ms: SQLite only: how long a writer waits for another writer.
         engine_options: Extra :func:`sqlalchemy.create_engine` arguments (pool size,
-            ``connect_args``...).
+            ``connect_args``...). The libpq settings among ``connect_args`` (``sslmode``,
+            ``options``...) are also the distributed job queue's.
 
     Raises:
         StoreUnavailableError: the database cannot be opened; the message says why.
@@ -112,6 +113,9 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         engine = create_engine(url, busy_timeout_ms=busy_timeout_ms, **dict(engine_options or {}))
+        #: The driver arguments the engine connects with beyond its URL (``connect_args``):
+        #: whatever else connects to the same database for the store (the job queue) uses them.
+        self.connect_args: Mapping[str, Any] = dict((engine_options or {}).get("connect_args", {}))
         super().__init__(engine)
         try:
             self._ensure_schema(auto_migrate=auto_migrate)
