@@ -356,7 +356,7 @@ def abandoned(pipeline: fs.Pipeline) -> Any:
     assert claimed is not None
     plan = plan_run(pipeline.graph, ["events"], partitions=JAN[4:6], with_upstream=False)
     run, _ = new_run(plan, done.id)
-    store.create_backfill_run(done.id, run, [s.pending_record(run.id) for s in plan.steps])
+    store.create_backfill_run(done.id, run, plan.pending_records())
     return claimed
 
 

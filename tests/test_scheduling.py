@@ -18,21 +18,14 @@ from flowstone.execution.queue import StepJob
 from flowstone.execution.scheduling import Outcome, after_final, mark_waiting
 from flowstone.materializer import Materializer
 from flowstone.planner import RunPlan, plan_run
-from flowstone.records import RunRecord, RunStatus, Status, utcnow
+from flowstone.records import RunStatus, Status, utcnow
 from flowstone.store import MemoryStore
 from flowstone.telemetry import Telemetry
 
 
 def start(pipeline: fs.Pipeline, *, partitions: tuple[object, ...] = (None,)) -> RunPlan:
     plan = plan_run(pipeline.graph, [], partitions=partitions, with_upstream=True)
-    run = RunRecord(
-        id=plan.run_id,
-        status=RunStatus.RUNNING,
-        targets=plan.targets,
-        partition_key=plan.partition_key,
-        created_at=plan.created_at,
-    )
-    pipeline.store.create_run(run, [s.pending_record(run.id) for s in plan.steps])
+    pipeline.store.create_run(plan.run_record(), plan.pending_records())
     return plan
 
 

@@ -38,7 +38,6 @@ from flowstone.records import (
     MaterializationRecord,
     RunRecord,
     RunResult,
-    RunStatus,
     Status,
     run_event,
     utcnow,
@@ -220,8 +219,7 @@ class BackfillPass:
         run, started = new_run(plan, self.record.id, self._run_tags)
         # Pending records, as for every run: the store shows the chunk's plan, and approvals
         # continue the steps left pending below a step waiting for one.
-        pending = [step.pending_record(run.id) for step in plan.steps]
-        self._store.create_backfill_run(self.record.id, run, pending, [started])
+        self._store.create_backfill_run(self.record.id, run, plan.pending_records(), [started])
         self._has_runs = True
         self.run_ids.append(run.id)
         keys = [encode_partition(value) for _, value in to_run]
@@ -245,14 +243,7 @@ def new_run(
     plan: RunPlan, backfill_id: str, tags: Mapping[str, str] | None = None
 ) -> tuple[RunRecord, AuditEvent]:
     """The run record of a chunk's plan (tagged with the backfill) and its audit event."""
-    run = RunRecord(
-        id=plan.run_id,
-        status=RunStatus.RUNNING,
-        targets=plan.targets,
-        partition_key=plan.partition_key,
-        created_at=plan.created_at,
-        tags={**(tags or {}), "backfill": backfill_id},
-    )
+    run = plan.run_record({**(tags or {}), "backfill": backfill_id})
     return run, run_event("run.started", run, backfill_id=backfill_id)
 
 

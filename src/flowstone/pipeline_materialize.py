@@ -113,19 +113,8 @@ class PipelineMaterialize(PipelineCore):
 
     def _create_run(self, plan: RunPlan, *, tags: Mapping[str, str]) -> RunRecord:
         """Record a new run and its steps as ``pending``, in one store call."""
-        run = RunRecord(
-            id=plan.run_id,
-            status=RunStatus.RUNNING,
-            targets=plan.targets,
-            partition_key=plan.partition_key,
-            created_at=plan.created_at,
-            tags=dict(tags),
-        )
-        self.store.create_run(
-            run,
-            [step.pending_record(plan.run_id) for step in plan.steps],
-            [run_event("run.started", run)],
-        )
+        run = plan.run_record(tags)
+        self.store.create_run(run, plan.pending_records(), [run_event("run.started", run)])
         return run
 
     def _execute(

@@ -22,7 +22,7 @@ from flowstone.partitions import (
     encode_partition,
     partition_repr,
 )
-from flowstone.records import MaterializationRecord, Status, new_id, utcnow
+from flowstone.records import MaterializationRecord, RunRecord, RunStatus, Status, new_id, utcnow
 
 UNPARTITIONED_KEY = encode_partition(None)
 
@@ -112,6 +112,21 @@ class RunPlan:
     partition_key: str | None
     steps: tuple[Step, ...]
     created_at: datetime
+
+    def run_record(self, tags: Mapping[str, str] | None = None) -> RunRecord:
+        """The plan's run as it starts: ``running``, tagged with ``tags``."""
+        return RunRecord(
+            id=self.run_id,
+            status=RunStatus.RUNNING,
+            targets=self.targets,
+            partition_key=self.partition_key,
+            created_at=self.created_at,
+            tags=dict(tags or {}),
+        )
+
+    def pending_records(self) -> list[MaterializationRecord]:
+        """Every step's ``pending`` record: how a run's steps are stored when it starts."""
+        return [step.pending_record(self.run_id) for step in self.steps]
 
     def dependents(self) -> dict[StepKey, list[StepKey]]:
         """For each step, the in-plan steps that depend on it."""

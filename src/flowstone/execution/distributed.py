@@ -123,15 +123,8 @@ class DistributedExecutor:
 
         self.prepare(store)
         check_shared_io([step.asset for step in plan.steps], io)
-        run = RunRecord(
-            id=plan.run_id,
-            status=RunStatus.RUNNING,
-            targets=plan.targets,
-            partition_key=plan.partition_key,
-            created_at=plan.created_at,
-            tags=self.run_tags(tags),
-        )
-        pending = [step.pending_record(run.id) for step in plan.steps]
+        run = plan.run_record(self.run_tags(tags))
+        pending = plan.pending_records()
         first = _first_jobs(plan, io.override)
         event = started(run) if started else run_event("run.started", run)
 

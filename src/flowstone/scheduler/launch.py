@@ -56,7 +56,7 @@ def _hand_off(
         run_id=run.id,
         status=RunStatus.RUNNING,
         partition_key=run.partition_key,
-        materializations=tuple(step.pending_record(run.id) for step in plan.steps),
+        materializations=tuple(plan.pending_records()),
     )
 
 
@@ -83,16 +83,8 @@ def new_launch(
     plan = plan_run(pipeline.graph, targets, partitions=(partition,), with_upstream=with_upstream)
     if isinstance(pipeline.executor, DistributedExecutor):
         tags = pipeline.executor.run_tags(tags)  # the workers' run
-    run = RunRecord(
-        id=plan.run_id,
-        status=RunStatus.RUNNING,
-        targets=plan.targets,
-        partition_key=plan.partition_key,
-        created_at=plan.created_at,
-        tags=dict(tags),
-    )
-    pending = [step.pending_record(plan.run_id) for step in plan.steps]
-    return TickLaunch(run=run, materializations=pending, run_key=run_key), plan
+    run = plan.run_record(tags)
+    return TickLaunch(run=run, materializations=plan.pending_records(), run_key=run_key), plan
 
 
 def plan_from_pending(
