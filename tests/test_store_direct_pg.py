@@ -291,6 +291,20 @@ def run_step(runner: StepRunner, run_id: str, asset: str) -> str:
     return runner.run(job.to_args(), job_id=None, retries=0, queue_name="default")
 
 
+class RoundTrips:
+    """Counts the round trips of every step session from its creation on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        send = PgConnection._send
+
+        def counting(conn: PgConnection) -> None:
+            self.count += 1
+            send(conn)
+
+        monkeypatch.setattr(PgConnection, "_send", counting)
+
+
 def test_a_step_nothing_waits_on_costs_two_round_trips(
     pg: SQLStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,21 +323,13 @@ def test_a_step_nothing_waits_on_costs_two_round_trips(
 
     run = run_record(targets=("a", "b"))
     pg.create_run(run, [mat(name, run_id=run.id, status=Status.PENDING) for name in ("a", "b")])
-    sends = 0
-    real_send = PgConnection._send
-
-    def counting_send(self: PgConnection) -> None:
-        nonlocal sends
-        sends += 1
-        real_send(self)
-
     with step_runner(pg, a, b) as runner:
-        monkeypatch.setattr(PgConnection, "_send", counting_send)
+        trips = RoundTrips(monkeypatch)
         done = run_step(runner, run.id, "a")
         # The step lock, the claim and the step's read; then its outcome, committed with the
         # read of what is left and the lock's release (no run lock: nothing waits on a
         # leaf). No `running` write of its own: the claim was it.
-        assert (sends, seen) == (2, [Status.RUNNING])
+        assert (trips.count, seen) == (2, [Status.RUNNING])
         assert done == "a success (attempt 1); 0 enqueued"
         # The row the lock-free commit wrote holds the whole outcome.
         (saved,) = pg.list_materializations(asset="a")
@@ -331,11 +337,11 @@ def test_a_step_nothing_waits_on_costs_two_round_trips(
         assert saved.metadata == {"rows": 7}
         assert saved.started_at is not None and saved.completed_at is not None
         assert saved.completed_at >= saved.started_at and saved.duration_ms is not None
-        sends = 0
+        trips.count = 0
         run_step(runner, run.id, "b")
         # The last step then closes the run under its lock: the run with what is left, the
         # run's records (for its final status), the COMMIT.
-        assert sends == 5
+        assert trips.count == 5
     finished = pg.get_run(run.id)
     assert finished is not None and finished.status == RunStatus.SUCCESS
     records = pg.list_materializations(run_id=run.id)
@@ -364,19 +370,11 @@ def test_a_step_reads_its_in_run_dependencies_in_one_round_trip(
     run = run_record(targets=("a", "b", "c"))
     done = {name: mat(name, run_id=run.id, status=Status.SUCCESS) for name in ("a", "b")}
     pg.create_run(run, [*done.values(), mat("c", run_id=run.id, status=Status.PENDING)])
-    sends = 0
-    real_send = PgConnection._send
-
-    def counting_send(self: PgConnection) -> None:
-        nonlocal sends
-        sends += 1
-        real_send(self)
-
     with step_runner(pg, a, b, c) as runner:
-        monkeypatch.setattr(PgConnection, "_send", counting_send)
+        trips = RoundTrips(monkeypatch)
         assert run_step(runner, run.id, "c") == "c success (attempt 1); 0 enqueued"
     # Lock, claim and read; both dependencies' records; the outcome. Then the run closes.
-    assert sends == 3 + 3
+    assert trips.count == 3 + 3
     (saved,) = pg.list_materializations(run_id=run.id, asset="c")
     read = {node.asset for node in pg.upstream(saved.id, depth=1)}
     assert read >= {"a", "b"}

@@ -151,8 +151,6 @@ class PgConnection:
         self.step: tuple[str, str, str] | None = None
         #: Set when the session's attempt was found superseded: it writes nothing more.
         self.superseded: BaseException | None = None
-        #: Round trips waited for (tests and benchmarks count them).
-        self.round_trips = 0
 
     def queue(
         self,
@@ -257,7 +255,6 @@ class PgConnection:
         except psycopg.Error as exc:
             self._end_pipeline(exc)
             raise self._on_error(exc, doing) from exc
-        self.round_trips += 1
         for item in queued:
             assert item.cursor is not None
             if item.expect is not None and item.cursor.rowcount != item.expect:
