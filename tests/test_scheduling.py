@@ -274,3 +274,21 @@ def test_an_orphaned_tick_run_whose_partition_left_the_definition_is_given_up_wi
     pending = store.list_materializations(run_id=run.id, limit=None)
     reason = plan_from_pending(two_days_pipeline(store, "2025-02-01"), run, pending)
     assert isinstance(reason, str) and "d:2025-01-15" in reason
+
+
+def test_resuming_skips_the_steps_below_a_failure_even_if_their_partition_left_it() -> None:
+    # The in-process path of the test above: a run waiting on approvals, `a` failed, is
+    # resumed by a process whose definition no longer has `b`'s day.
+    store = MemoryStore()
+    plan = start(two_days_pipeline(store, "2025-01-01"), partitions=(dt.date(2025, 1, 15),))
+    (failed,) = store.list_materializations(run_id=plan.run_id, asset="a", limit=None)
+    store.save_materialization(replace(failed, status=Status.FAILED, completed_at=utcnow()))
+    run = store.get_run(plan.run_id)
+    assert run is not None
+    store.update_run(replace(run, status=RunStatus.WAITING_APPROVAL))
+    result = two_days_pipeline(store, "2025-02-01").resume_run(plan.run_id)
+    assert result.status == RunStatus.FAILED
+    assert {(r.asset, r.status) for r in result.materializations} == {
+        ("a", Status.FAILED),
+        ("b", Status.SKIPPED),
+    }

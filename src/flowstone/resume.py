@@ -147,7 +147,9 @@ class RunResumer:
         for record in records:
             if record.status != Status.PENDING or record.asset not in self._graph:
                 continue
-            step = step_of(self._graph, record, by_key)
+            # Not validated, as in scheduling.skip_below: a definition changed since the run was
+            # planned must not keep a step below a failure from being recorded skipped.
+            step = step_of(self._graph, record, by_key, validate=False)
             for dep in step.deps_in_plan:
                 up = by_key[dep]
                 if up.status in (Status.FAILED, Status.SKIPPED):

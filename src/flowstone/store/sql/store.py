@@ -46,12 +46,11 @@ from flowstone.store.sql.rows import (
     _audit_params,
     _edge_params,
     _mat_params,
-    _mat_record,
     _run_params,
 )
 from flowstone.store.sql.schedules import ScheduleQueries
 from flowstone.store.sql.step_sessions import _pg_error, _PgStatements
-from flowstone.store.sql.transaction import _FIND_IN_RUN, _LOCK_RUN, _NO_FLUSH, _SQLRunTransaction
+from flowstone.store.sql.transaction import _LOCK_RUN, _NO_FLUSH, _SQLRunTransaction
 
 log = logging.getLogger("flowstone.store")
 
@@ -383,19 +382,9 @@ class SQLStore(RunReads, LineageQueries, ScheduleQueries, ApprovalQueries, Backf
     def find_in_run(
         self, run_id: str, steps: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], MaterializationRecord]:
-        """The run's records of ``steps`` ((asset, encoded partition) pairs) that it has: in
-        one round trip through the thread's step session, when one is open."""
-        bound = self._bound()
-        if bound is not None:
-            return self._pgs.find_many(bound, run_id, steps)
-        found = {}
-        with self._serial, self._read.connect() as conn:
-            for asset, key in steps:
-                params = {"run_id": run_id, "asset": asset, "partition_key": key}
-                row = conn.execute(_FIND_IN_RUN, params).first()
-                if row is not None:
-                    found[(asset, key)] = _mat_record(row)
-        return found
+        """In a worker's step session (:meth:`step_session`): the run's records of ``steps``
+        ((asset, encoded partition) pairs) that it has, in one statement."""
+        return self._pgs.find_many(self._session(), run_id, steps)
 
     def _bound(self) -> PgConnection | None:
         """The connection of the step session open in this thread, if any."""
