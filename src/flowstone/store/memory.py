@@ -154,11 +154,19 @@ class MemoryStore:
     def latest_materializations(
         self, asset: str, partition_keys: Sequence[str], *, status: Status | None = None
     ) -> dict[str, MaterializationRecord]:
-        found = {}
-        for key in dict.fromkeys(partition_keys):
-            record = self.latest_materialization(asset, key, status=status)
-            if record is not None:
-                found[key] = record
+        # One pass over the records (one list_materializations per key scanned them all).
+        wanted = set(partition_keys)
+        found: dict[str, MaterializationRecord] = {}
+        with self._lock:
+            for r in self._mats.values():
+                if r.asset != asset or r.partition_key not in wanted:
+                    continue
+                if status is not None and r.status != status:
+                    continue
+                best = found.get(r.partition_key)
+                newer = (r.created_at, self._order[r.id])
+                if best is None or newer > (best.created_at, self._order[best.id]):
+                    found[r.partition_key] = r
         return found
 
     def list_materializations(

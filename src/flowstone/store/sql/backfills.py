@@ -4,9 +4,8 @@ progress by partition, and the runs a backfill launches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,7 +22,7 @@ from flowstone.store.schema import backfill_partitions as backfill_partitions_ta
 from flowstone.store.schema import backfill_runs as backfill_runs_table
 from flowstone.store.schema import backfills as backfills_table
 from flowstone.store.schema import materializations, runs
-from flowstone.store.sql.core import SQLStoreCore
+from flowstone.store.sql.core import SQLStoreCore, _batches
 from flowstone.store.sql.errors import _detail, _identity_error, _wraps_errors
 from flowstone.store.sql.rows import (
     _BACKFILL_COLUMNS,
@@ -37,14 +36,6 @@ from flowstone.store.sql.rows import (
     _run_params,
     _run_record,
 )
-
-#: Bound parameters per IN list: well under SQLite's limit of 32,766 per statement.
-_IN_BATCH = 5_000
-
-
-def _batches(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), _IN_BATCH):
-        yield values[start : start + _IN_BATCH]
 
 
 def _select_backfill(conn: sa.Connection, backfill_id: str) -> BackfillRecord | None:

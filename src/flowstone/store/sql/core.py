@@ -9,7 +9,7 @@ object, one set of statements, each concept's queries in a module of its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -20,6 +20,15 @@ from flowstone.records import AuditEvent
 from flowstone.store.schema import audit_log, lineage, materializations, runs
 from flowstone.store.sql.engine import _reader
 from flowstone.store.sql.rows import _MAT_COLUMNS, _MAT_FIXED, _RUN_COLUMNS, _audit_params
+
+#: Bound parameters per IN list: well under SQLite's limit of 32,766 per statement.
+_IN_BATCH = 5_000
+
+
+def _batches(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """``values`` in slices of at most _IN_BATCH, one per statement."""
+    for start in range(0, len(values), _IN_BATCH):
+        yield values[start : start + _IN_BATCH]
 
 
 class SQLStoreCore:

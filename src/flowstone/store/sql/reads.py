@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from flowstone.records import AuditEvent, MaterializationRecord, RunRecord, Status
 from flowstone.store.schema import audit_log, materializations
-from flowstone.store.sql.core import SQLStoreCore
+from flowstone.store.sql.core import SQLStoreCore, _batches
 from flowstone.store.sql.errors import _wraps_errors
 from flowstone.store.sql.rows import (
     _AUDIT_COLUMNS,
@@ -20,9 +20,6 @@ from flowstone.store.sql.rows import (
     _mat_record,
     _run_record,
 )
-
-#: Partition keys per statement of latest_materializations.
-_KEYS_PER_READ = 5_000
 
 
 class RunReads(SQLStoreCore):
@@ -71,9 +68,8 @@ class RunReads(SQLStoreCore):
             stmt, params["status"] = self._latest_of_keys_with_status, status.value
         found: dict[str, MaterializationRecord] = {}
         with self._serial, self._read.connect() as conn:
-            # In batches: SQLite takes at most 32,766 parameters in a statement.
-            for start in range(0, len(keys), _KEYS_PER_READ):
-                params["keys"] = keys[start : start + _KEYS_PER_READ]
+            for batch in _batches(keys):
+                params["keys"] = batch
                 for row in conn.execute(stmt, params).all():
                     record = _mat_record(row)
                     found[record.partition_key] = record

@@ -87,15 +87,15 @@ _CLAIM = (
         },
     )
 )
-#: A worker's per-step read: whether a step is left, and the run's status; the rest of the run
-#: (its targets can be thousands of names, parsed from JSON for nothing) only when no step is
-#: left, as the run is then closed in the same transaction.
 #: One row holding "a step left?", computed once (OFFSET 0 keeps PostgreSQL from inlining the
 #: subquery, which would evaluate it again wherever it is referenced), joined to the run (all
 #: NULL when there is none).
 _LEFT_ROW = sa.select(_HAS_UNFINISHED.scalar_subquery().label("left")).offset(0).subquery()
 _LEFT = _LEFT_ROW.c.left
 _WITH_RUN = _LEFT_ROW.outerjoin(runs, runs.c.id == sa.bindparam("run_id"))
+#: A worker's per-step read: whether a step is left, and the run's status; the rest of the run
+#: (its targets can be thousands of names, parsed from JSON for nothing) only when no step is
+#: left, as the run is then closed in the same transaction.
 _RUN_STATUS_AND_UNFINISHED = sa.select(
     _LEFT,
     *(
@@ -186,7 +186,6 @@ class _PgStatements:
             audit_log.insert().return_defaults(supplemental_cols=[]),
             [c.name for c in audit_log.c if c.name != "id"],
         )
-        self.get_run = pg(store._get_run)
         self.find_one = pg(_FIND_IN_RUN)
         self.find_many_in_run = pg(_FIND_MANY_PG)
         self.run_mats = pg(_RUN_MATS)
@@ -498,7 +497,7 @@ class _PgRunTransaction:
             return None
         if not self._unfinished:
             self._run = _run_record(row[1:])  # whole: the caller closes the run
-        return RunStatus(row[2])
+        return RunStatus(row[_STATUS_AT])
 
     def create_run(
         self,
