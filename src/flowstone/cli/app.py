@@ -40,6 +40,7 @@ from flowstone.errors import (
 )
 from flowstone.partitions import Partition, encode_partition
 from flowstone.pipeline import Pipeline
+from flowstone.planner import UNPARTITIONED_KEY
 from flowstone.records import MaterializationRecord, RunResult, RunStatus, Status
 from flowstone.telemetry import TelemetryEvent
 
@@ -338,7 +339,7 @@ class _Progress:
         meta = event.metadata
         asset = str(meta.get("asset", "?"))
         key = meta.get("partition")
-        if isinstance(key, str) and key not in (self._shown_key, output.UNPARTITIONED):
+        if isinstance(key, str) and key not in (self._shown_key, UNPARTITIONED_KEY):
             asset += f" [{output.human_partition(key)}]"
         asset = asset.ljust(self._width)
         if event.name == "materialization.stop":

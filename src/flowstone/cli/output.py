@@ -21,8 +21,6 @@ from flowstone.partitions import decode_partition, partition_repr
 from flowstone.planner import UNPARTITIONED_KEY
 from flowstone.records import AuditEvent, LineageNode, MaterializationRecord, RunResult
 
-#: The encoded key of an unpartitioned asset's materializations.
-UNPARTITIONED = UNPARTITIONED_KEY
 #: Shown in tables where there is no value.
 NONE = "-"
 
@@ -137,7 +135,7 @@ def iso(moment: datetime | None) -> str | None:
 
 def json_partition(key: str | None) -> str | None:
     """The human form of an encoded key, ``None`` for an unpartitioned asset."""
-    return None if key is None or key == UNPARTITIONED else human_partition(key)
+    return None if key is None or key == UNPARTITIONED_KEY else human_partition(key)
 
 
 def materialization_dict(record: MaterializationRecord) -> dict[str, Any]:

@@ -133,9 +133,11 @@ class DistributedExecutor:
             queue.defer_steps(tx.connection, first, queue=self.queue)
 
         store.run_transaction(run.id, work)
-        # A wide run can be most of what the two tables hold: refresh their statistics before
-        # the workers plan their reads of it (see SQLStore.refresh_statistics). Imported here:
-        # the schema loads SQLAlchemy, which `import flowstone` does not.
+        # A wide run can be most of what the two tables hold: refresh their statistics, so the
+        # workers plan their reads of it for its size (the first few jobs, fetched while the
+        # ANALYZE runs, may still be planned for an empty queue; see
+        # SQLStore.refresh_statistics). Imported here: the schema loads SQLAlchemy, which
+        # `import flowstone` does not.
         from flowstone.store.schema import materializations
 
         postgres_store(store).refresh_statistics(

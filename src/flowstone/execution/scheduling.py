@@ -106,8 +106,9 @@ def _ready_children(
     tx: RunTransaction, graph: AssetGraph, done: MaterializationRecord
 ) -> list[MaterializationRecord]:
     """The run's pending steps below ``done`` whose other dependencies in the run have all
-    succeeded: two reads of the run however wide the fan-out (the children, then their
-    other dependencies), inside the run's lock."""
+    succeeded, inside the run's lock: the same few reads however wide the fan-out (the
+    children named by the edges' mappings, a scan of those that read every partition, then the
+    children's other dependencies)."""
     key = (done.asset, done.partition_key)
     partition = decode_partition(done.partition_key)
     waiting: list[tuple[MaterializationRecord, list[StepKey]]] = []
@@ -149,7 +150,7 @@ def _children_in_run(
     if scanned:
         for record in tx.materializations(scanned):
             by_child.setdefault(record.asset, []).append(record)
-    # In the graph's order of dependents, as the steps were looked up one by one before.
+    # In the graph's order of dependents: the order the ready steps are enqueued in.
     return [record for child in graph.dependents(asset) for record in by_child.get(child, [])]
 
 

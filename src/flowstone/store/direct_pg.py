@@ -5,11 +5,11 @@ record, the run, ``running``, then a run transaction: BEGIN, the run lock, the f
 final record, its audit, the run twice, the count of unfinished steps, COMMIT), each one a checkout
 from the pool and several hundred microseconds of Python. Here a step keeps one connection for its
 whole duration (a *step session*, bound to the worker's thread) and sends what belongs together in
-one psycopg pipeline: writes are queued and go out with the next read or the COMMIT. A step that
-never ran, of an asset without dependents, costs two round trips (and one more for the records of
-its dependencies that are steps of its run, if any): the step lock, the claim that makes it
-``running`` and the step's read; then its outcome's transaction committed with the read of what is
-left in its run (``SQLStore.commit_attempt``; the fencing check is the final write's own
+one psycopg pipeline: writes are queued and go out with the next read or the COMMIT. A success of
+a step that never ran, of an asset without dependents, costs two round trips (and one more for the
+records of its dependencies that are steps of its run, if any): the step lock, the claim that makes
+it ``running`` and the step's read; then its outcome's transaction committed with the read of what
+is left in its run (``SQLStore.commit_attempt``; the fencing check is the final write's own
 condition). A step that ran before is not claimed and writes its ``running`` record in a round trip
 of its own, committed before anything else of the step is written (an approval request, on another
 connection, must not be overwritten by it).

@@ -447,7 +447,7 @@ class _PgRunTransaction:
     Writes are queued and sent with the next read or the COMMIT (one round trip each). The run
     lock is the same advisory lock as :class:`_SQLRunTransaction`'s, taken first, so the two
     kinds of transactions take turns on a run. Within the transaction the run is read once, and
-    the count of unfinished steps comes with that read (until the next write): after a step's
+    whether a step of it is unfinished comes with that read (until the next write): after a step's
     final record, :func:`~flowstone.execution.scheduling.after_final` asks for both: BEGIN,
     the run lock, its writes (the fencing check is the final write's condition:
     :meth:`save_attempt`) and the run's read go in one round trip; then one read of the
