@@ -49,8 +49,8 @@ from flowstone.execution.scheduling import (
 )
 from flowstone.graph import AssetGraph
 from flowstone.materializer import Materializer, RunScope
-from flowstone.partitions import Partition, decode_partition, encode_partition
-from flowstone.planner import Step, resolve_partition, step_deps
+from flowstone.partitions import decode_partition, encode_partition
+from flowstone.planner import Step, resolve_partition, step_deps, step_of
 from flowstone.records import (
     AuditEvent,
     LineageEdge,
@@ -137,7 +137,7 @@ class StepRunner:
         except JobRejectedError as exc:
             self._store.append_audit([_malformed_event(args, exc)])
             raise
-        asset, partition = self._resolve(job, job_id)
+        asset = self._resolve(job, job_id)
         scope = self._scope_for(job.run_id, job.io_manager)
         # A step that never ran starts as the session reads it (no write of its own). Its
         # start time is taken before the lock, which only waits when another job of the same
@@ -155,14 +155,8 @@ class StepRunner:
             record = found[0]
             done = None
             if record is not None:
-                step = Step(
-                    asset=asset,
-                    partition=partition,
-                    partition_key=job.partition_key,
-                    materialization_id=record.id,
-                    created_at=record.created_at,
-                    deps_in_plan=(),
-                )
+                # Validated by _resolve already (against this worker's definition).
+                step = step_of(self._graph, record, validate=False)
                 done = self._execute(
                     job, step, scope, found, queue_name=queue_name, retries=retries
                 )
@@ -289,8 +283,8 @@ class StepRunner:
         latest = max(asked, key=lambda a: a.attempt, default=None)
         return latest if latest is not None and latest.status == ApprovalStatus.APPROVED else None
 
-    def _resolve(self, job: queue.StepJob, job_id: int | None) -> tuple[AssetDef, Partition]:
-        """The job's asset and partition, or a rejection recorded in the store."""
+    def _resolve(self, job: queue.StepJob, job_id: int | None) -> AssetDef:
+        """The job's asset, its partition checked, or a rejection recorded in the store."""
         try:
             asset = self._graph.get(job.asset)
         except UnknownAssetError as exc:
@@ -303,7 +297,7 @@ class StepRunner:
                 )
         except PartitionError as exc:
             raise self._reject(job, job_id, f"bad partition: {exc}") from exc
-        return asset, partition
+        return asset
 
     def _reject(self, job: queue.StepJob, job_id: int | None, reason: str) -> JobRejectedError:
         """Record why a job cannot run (audit, and its step ``failed`` if it has one)."""
