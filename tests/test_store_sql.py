@@ -520,3 +520,11 @@ def test_the_unfinished_index_serves_the_run_s_probe_postgres() -> None:
             engine.dispose()
     assert _quoted(created) == {s.value for s in Status if not s.is_final}
     assert any(UNFINISHED_INDEX in line for line in plan), plan
+
+
+def test_refreshing_statistics_is_postgresql_only(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'meta.db'}")
+    try:
+        assert store.refresh_statistics({"flowstone_materializations": 10**6}) == []
+    finally:
+        store.close()
