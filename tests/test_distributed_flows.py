@@ -23,7 +23,7 @@ def test_an_approved_step_runs_again_on_a_worker_with_the_decision(pg_cluster: C
     pipeline = pg_cluster.pipeline("approvals")
     pg_cluster.start_worker("approvals", "--concurrency", "2")
     submitted = pipeline.materialize_all()
-    waiting = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
+    waiting = pg_cluster.finish(pipeline, submitted.run_id)
     assert waiting.status == RunStatus.WAITING_APPROVAL
     assert statuses(waiting) == {
         "gated": Status.WAITING_APPROVAL,
@@ -33,7 +33,7 @@ def test_an_approved_step_runs_again_on_a_worker_with_the_decision(pg_cluster: C
     [request] = pipeline.approvals()
     continued = pipeline.approve(request.id, by="ana", input={"channel": "web"})
     assert continued.status == RunStatus.RUNNING  # handed to the workers
-    done = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
+    done = pg_cluster.finish(pipeline, submitted.run_id)
     assert done.status == RunStatus.SUCCESS, pg_cluster.worker_logs()
     assert pipeline.load("shipped") == "shipped by ana to web"
     [gated] = [r for r in done.materializations if r.asset == "gated"]
@@ -49,10 +49,7 @@ def test_a_rejection_skips_what_is_below_and_fails_the_run(pg_cluster: Cluster) 
     pipeline = pg_cluster.pipeline("approvals")
     pg_cluster.start_worker("approvals")
     submitted = pipeline.materialize_all()
-    assert (
-        pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id).status
-        == RunStatus.WAITING_APPROVAL
-    )
+    assert pg_cluster.finish(pipeline, submitted.run_id).status == RunStatus.WAITING_APPROVAL
     [request] = pipeline.approvals()
     result = pipeline.reject(request.id, by="ana", reason="not today")
     assert result.status == RunStatus.FAILED
@@ -130,14 +127,11 @@ def test_a_decision_from_an_in_process_pipeline_hands_a_workers_run_back_to_them
     pipeline = pg_cluster.pipeline("approvals")
     pg_cluster.start_worker("approvals")
     submitted = pipeline.materialize_all()
-    assert (
-        pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id).status
-        == RunStatus.WAITING_APPROVAL
-    )
+    assert pg_cluster.finish(pipeline, submitted.run_id).status == RunStatus.WAITING_APPROVAL
     local = pg_cluster.pipeline("approvals", executor=InProcessExecutor())  # e.g. a plain CLI
     [request] = local.approvals()
     assert local.approve(request.id, by="ana").status == RunStatus.RUNNING  # to the workers
-    done = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
+    done = pg_cluster.finish(pipeline, submitted.run_id)
     assert done.status == RunStatus.SUCCESS, pg_cluster.worker_logs()
     ran = Counter(e.asset for e in pg_cluster.executions(submitted.run_id) if e.event == "done")
     assert ran == Counter({"gated": 2, "shipped": 1, "unrelated": 1})  # all on the workers
@@ -182,13 +176,10 @@ def test_an_approved_gate_retried_on_a_worker_does_not_ask_again(pg_cluster: Clu
     pipeline = pg_cluster.pipeline("gated_retry")
     pg_cluster.start_worker("gated_retry")
     submitted = pipeline.materialize_all()
-    assert (
-        pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id).status
-        == RunStatus.WAITING_APPROVAL
-    )
+    assert pg_cluster.finish(pipeline, submitted.run_id).status == RunStatus.WAITING_APPROVAL
     [request] = pipeline.approvals()
     pipeline.approve(request.id, by="ana")
-    done = pg_cluster.finish(pg_cluster.pipeline("approvals"), submitted.run_id)
+    done = pg_cluster.finish(pipeline, submitted.run_id)
     assert done.status == RunStatus.SUCCESS, pg_cluster.worker_logs()
     [gate] = done.materializations
     assert gate.attempt == 3
