@@ -7,8 +7,8 @@ store kind ``postgres-session``); here: both paths write identical rows, and the
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import flowstone as fs
+from distributed_fixtures.harness import wait_until
 from flowstone.errors import StepFailedError, StoreError
 from flowstone.execution.queue import StepJob
 from flowstone.execution.steps import StepRunner
@@ -426,30 +427,23 @@ def test_a_leaf_finishing_during_another_step_s_run_transaction_still_closes_the
     run = run_record(targets=("a", "b"))
     pg.create_run(run, [mat(name, run_id=run.id, status=Status.PENDING) for name in ("a", "b")])
     real_after_final = steps.after_final
-    said: list[str] = []
+    leaf: list[Future[str]] = []
 
-    with step_runner(pg, a, b) as runner:
+    with step_runner(pg, a, b) as runner, ThreadPoolExecutor(max_workers=1) as pool:
 
         def after_final(tx: Any, graph: Any, materializer: Any, record: Any) -> Any:
             outcome = real_after_final(tx, graph, materializer, record)  # `b` is left
-            thread = threading.Thread(target=lambda: said.append(run_step(runner, run.id, "b")))
-            thread.start()
-            # `b` commits, then waits for this transaction; a hang guard, not a timing.
-            for _ in range(500):
-                if lock_waiters(pg) == 1:
-                    break
-                time.sleep(0.01)
-            assert lock_waiters(pg) == 1
+            leaf.append(pool.submit(run_step, runner, run.id, "b"))
+            # `b` commits, then waits for this transaction.
+            wait_until(lambda: lock_waiters(pg) == 1, "`b` to wait for the run's lock")
             return outcome
 
         monkeypatch.setattr(steps, "after_final", after_final)
         with pytest.raises(StepFailedError):
             run_step(runner, run.id, "a")
-        for _ in range(500):
-            if said:
-                break
-            time.sleep(0.01)
-    assert said == ["b success (attempt 1); 0 enqueued"]
+        # Its own error, if it raised, comes through here.
+        said = leaf[0].result(timeout=30)
+    assert said == "b success (attempt 1); 0 enqueued"
     records = {r.asset: r.status for r in pg.list_materializations(run_id=run.id)}
     assert records == {"a": Status.FAILED, "b": Status.SUCCESS}
     closed = pg.get_run(run.id)
