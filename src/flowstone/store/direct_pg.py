@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -142,8 +142,6 @@ class PgConnection:
     def __init__(self, connection: psycopg.Connection[Any], on_error: ErrorMap) -> None:
         self.driver = connection
         self._queue: list[_Queued] = []
-        #: The pipeline of the round trip being sent.
-        self._pipeline: AbstractContextManager[Any] | None = None
         self._on_error = on_error
         #: The step lock this connection holds, and its step (run id, asset, partition key):
         #: released with the commit that records the step's outcome (see SQLStore.step_session).
@@ -219,42 +217,22 @@ class PgConnection:
         """Forget the queue (the transaction is being rolled back)."""
         self._queue.clear()
 
-    def _execute(self, items: Sequence[_Queued]) -> None:
-        """Send ``items`` in the connection's pipeline (entered if needed), without waiting."""
-        if self._pipeline is None:
-            pipeline = self.driver.pipeline()
-            pipeline.__enter__()
-            self._pipeline = pipeline
-        for item in items:
-            item.cursor = cursor = self.driver.cursor()
-            if len(item.rows) == 1:
-                cursor.execute(item.statement.sql, item.rows[0], prepare=True)
-            else:
-                cursor.executemany(item.statement.sql, item.rows)
-
-    def _end_pipeline(self, error: BaseException | None) -> None:
-        """Leave pipeline mode: sync, and read every result (raising the first error, unless
-        ending because of ``error``)."""
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is None:
-            return
-        if error is None:
-            pipeline.__exit__(None, None, None)
-            return
-        with suppress(Exception):
-            pipeline.__exit__(type(error), error, error.__traceback__)
-
     def _send(self) -> None:
+        """Send the queue in one pipeline and read every result (one round trip); the first
+        error is raised (psycopg logs, and does not raise, one more from leaving the pipeline)."""
         import psycopg
 
         queued, self._queue = self._queue, []
-        doing = queued[-1].doing if queued else "write"
         try:
-            self._execute(queued)
-            self._end_pipeline(None)
+            with self.driver.pipeline():
+                for item in queued:
+                    item.cursor = cursor = self.driver.cursor()
+                    if len(item.rows) == 1:
+                        cursor.execute(item.statement.sql, item.rows[0], prepare=True)
+                    else:
+                        cursor.executemany(item.statement.sql, item.rows)
         except psycopg.Error as exc:
-            self._end_pipeline(exc)
-            raise self._on_error(exc, doing) from exc
+            raise self._on_error(exc, queued[-1].doing) from exc
         for item in queued:
             assert item.cursor is not None
             if item.expect is not None and item.cursor.rowcount != item.expect:
@@ -329,20 +307,17 @@ class PgSessions:
         import psycopg
 
         driver = connection.driver
-        if clean and connection._queue:
-            try:
-                connection.flush()  # queued writes nothing sent (never in a step)
-            except StoreError:
-                clean = False
+        # Every path of a step sends what it queued or rolls back: a queue left over is a bug,
+        # and its writes are dropped with the connection rather than sent late.
         idle = (
             clean
+            and not connection._queue
             and not driver.closed
             and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         )
         if idle:
             with self._guard:
                 if len(self._idle) < MAX_IDLE:
-                    connection.discard()
                     connection.step_lock = connection.step = connection.superseded = None
                     self._idle.append((fairy, connection))
                     return
