@@ -5,6 +5,7 @@ connection, whose writes are queued and sent with the next read or the COMMIT.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
@@ -68,8 +69,10 @@ _STEP_READ = (
         materializations.c.partition_key == sa.bindparam("partition_key"),
     )
 )
+#: What a claim writes besides the status: StepClaim's fields, each a column of the step.
+_CLAIMED = tuple(field.name for field in dataclasses.fields(StepClaim))
 #: A step that never ran, made ``running`` (see StepClaim); a step in any other state is left
-#: as it is, for the worker to decide from its record.
+#: as it is, for the worker to decide from its record. Returns the step's id when it claimed.
 _CLAIM = (
     sa.update(materializations)
     .where(
@@ -83,9 +86,10 @@ _CLAIM = (
         status=Status.RUNNING.value,
         **{
             name: sa.bindparam(f"claim_{name}", type_=materializations.c[name].type)
-            for name in ("attempt", "started_at", "code_version", "io_manager")
+            for name in _CLAIMED
         },
     )
+    .returning(materializations.c.id)
 )
 #: One row holding "a step left?", computed once (OFFSET 0 keeps PostgreSQL from inlining the
 #: subquery, which would evaluate it again wherever it is referenced), joined to the run (all
@@ -275,28 +279,18 @@ class _PgStatements:
         once). Returns the record, the run's status, and whether this call claimed it."""
         conn.queue(self.take_step_lock, {"step": lock}, doing="lock the step")
         params: dict[str, Any] = {"run_id": run_id, "asset": asset, "partition_key": partition_key}
-        reads: list[tuple[PgStatement, Mapping[str, Any]]] = [(self.step_read, params)]
-        claims: list[bool] = []
-        if claim is not None:
-            claimed = {
-                "attempt": claim.attempt,
-                "started_at": claim.started_at,
-                "code_version": claim.code_version,
-                "io_manager": claim.io_manager,
-            }
-            conn.queue(
-                self.claim,
-                {**params, **{f"claim_{k}": v for k, v in claimed.items()}},
-                doing="start the step",
-                check=lambda changed: claims.append(changed == 1),
-            )
-        (rows,) = conn.reads(reads, doing="read the step")
+        reads: list[tuple[PgStatement, Mapping[str, Any]]] = []
+        if claim is not None:  # before the read, which then sees it
+            claimed = {f"claim_{name}": getattr(claim, name) for name in _CLAIMED}
+            reads.append((self.claim, {**params, **claimed}))
+        reads.append((self.step_read, params))
+        *claim_rows, rows = conn.reads(reads, doing="read the step")
         conn.step_lock, conn.step = lock, (run_id, asset, partition_key)
         if not rows:
             return None, None, False
         run_status = rows[0][len(_MAT_COLUMNS)]
         status = None if run_status is None else RunStatus(run_status)
-        return _mat_record(rows[0]), status, claims == [True]
+        return _mat_record(rows[0]), status, bool(claim_rows and claim_rows[0])
 
     def unlock_step(self, conn: PgConnection, lock: str) -> None:
         conn.read(self.release_step_lock, {"step": lock}, doing="unlock the step")
