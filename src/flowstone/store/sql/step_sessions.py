@@ -213,6 +213,12 @@ class _PgStatements:
         audit: Sequence[AuditEvent],
     ) -> None:
         conn.queue(self.upsert_mat, _mat_params(record), doing="save the materialization", expect=1)
+        self.queue_lineage_and_audit(conn, lineage, audit)
+
+    def queue_lineage_and_audit(
+        self, conn: PgConnection, lineage: Sequence[LineageEdge], audit: Sequence[AuditEvent]
+    ) -> None:
+        """What comes with a materialization's record: its lineage edges and audit events."""
         if lineage:
             conn.queue(self.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage")
         self.queue_audit(conn, audit)
@@ -321,9 +327,7 @@ class _PgStatements:
             raise conn.superseded
         conn.command("BEGIN")
         conn.queue(self.save_or_refuse, _owner_params(record), doing="save the materialization")
-        if lineage:
-            conn.queue(self.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage")
-        self.queue_audit(conn, audit)
+        self.queue_lineage_and_audit(conn, lineage, audit)
         conn.command("COMMIT")
         # Its own statement, before the read: a statement's snapshot is taken before it runs.
         conn.queue(self.lock_run_shared, {"run_id": record.run_id}, doing="lock the run")
@@ -566,11 +570,7 @@ class _PgRunTransaction:
         self._conn.queue(
             self._s.save_if_owner, params, doing="save the materialization", check=check
         )
-        if lineage:
-            self._conn.queue(
-                self._s.insert_edge, [_edge_params(e) for e in lineage], doing="save lineage"
-            )
-        self._s.queue_audit(self._conn, audit)
+        self._s.queue_lineage_and_audit(self._conn, lineage, audit)
         self._saved(record)
 
     def materializations(self, assets: Sequence[str] | None = None) -> list[MaterializationRecord]:
