@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from distributed_fixtures.harness import POSTGRES_URL
 from flowstone.errors import StoreError
 from flowstone.records import (
     AuditEvent,
@@ -33,9 +34,6 @@ from flowstone.records import (
 )
 from flowstone.store import MAX_LINEAGE_DEPTH, MemoryStore, MetadataStore
 
-POSTGRES_URL = os.environ.get(
-    "FLOWSTONE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 

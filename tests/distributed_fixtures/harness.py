@@ -1,8 +1,8 @@
 """A PostgreSQL schema of its own, real ``flowstone worker`` subprocesses, and what they did.
 
-Used by tests/test_distributed.py and bench/bench_distributed.py. Every cluster lives in a fresh
-schema (FlowStone's tables and procrastinate's side by side, found through ``search_path``),
-dropped at the end; its workers are stopped first.
+Used by the tests of distributed execution (and, for its server URL, every PostgreSQL test).
+Every cluster lives in a fresh schema (FlowStone's tables and procrastinate's side by side, found
+through ``search_path``), dropped at the end; its workers are stopped first.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from flowstone.records import RunResult, RunStatus
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINES = Path(__file__).with_name("pipelines.py")
+#: The test PostgreSQL server (tests make a schema of their own in it).
 POSTGRES_URL = os.environ.get(
     "FLOWSTONE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
