@@ -517,9 +517,10 @@ def test_a_superseded_attempt_writes_nothing_over_the_newer_one(pg: SQLStore, ou
 
 def test_a_gate_that_ran_before_asks_again_as_its_next_attempt(pg: SQLStore) -> None:
     # A gate asks before anything runs: its request is written on another connection right
-    # after the step's `running` record. That record must be committed first, or it could
+    # after the step's `running` record, so that record must be committed first, or it could
     # overwrite `waiting_approval` and the run would wait forever (it once was sent without
-    # waiting, and did, 1-13 times in 300 steps under load).
+    # waiting, and did, 1-13 times in 300 steps under load). The write now waits for its
+    # commit; this test holds the outcome (asked again, as the next attempt), not the race.
 
     @fs.asset(approval=fs.Approval("Go?"))
     def gate() -> int:
