@@ -409,8 +409,9 @@ class _Finisher:
             record, lineage=lineage, audit=audit, superseded=superseded
         )
         retry = retry_after(graph.get(record.asset).retry, record, error)
-        # The run's status is read only when the policy retries (a cancelled run is not).
-        if retry is not None and _running(tx):
+        # The run's status (alone, not the whole run row) is read only when the policy
+        # retries: a run that no longer moves (cancelled) is not retried.
+        if retry is not None and tx.run_status() in MOVING:
             self.retry_in = retry.delay_s
             tx.save_materialization(retry.waiting, audit=[retry.event])
             return
@@ -438,7 +439,3 @@ def _superseded(
         attempt=record.attempt,
         current=f"the step is now {now}",
     )
-
-
-def _running(tx: RunTransaction) -> bool:
-    return tx.run_status() in MOVING  # the status alone: not the whole run row
